@@ -1,0 +1,40 @@
+# Everything runs in a project venv that the targets create and keep in sync with pyproject.toml.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= dev,tools,tflite
+STAMP := $(VENV)/.installed-$(shell echo $(EXTRAS) | tr ',' '-')
+DEMO_ZOO ?= deploy/zoos/coco-reference
+DEMO_VARIANT ?= yolox-nano-416
+
+.PHONY: install test lint format demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "edged needs Python >= 3.10"'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
+	  echo "could not create a venv: on Debian / Raspberry Pi OS run: sudo apt install python3-venv"; exit 1; }
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	@touch $@
+
+test: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff format --check edged tests
+	$(BIN)/ruff check edged tests
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format edged tests
+	$(BIN)/ruff check --fix edged tests
+
+demo: install
+	@mkdir -p out
+	$(BIN)/edged detect edged/demo/vtest_10s.mp4 --zoo $(DEMO_ZOO) --variant $(DEMO_VARIANT) --annotate out/demo.mp4
+	@echo "annotated video: out/demo.mp4"
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache *.egg-info

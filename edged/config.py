@@ -1,0 +1,167 @@
+"""The whole edged YAML config, as pydantic models.
+
+Unknown keys are errors (a typo must never be silently ignored), `${VAR}` / `${VAR:-default}` come from the
+environment, and every error names the field path and the line. Relative paths are relative to the config file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edged.vision.engines.base import EngineOptions
+from edged.vision.postprocess import PostprocessOptions
+from edged.yamlfile import load_yaml
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- source -------------------------------------------------------------------------------------------------------
+
+
+class _SourceBase(_Section):
+    queue_size: int = Field(2, ge=1, le=64, description="frames buffered for inference; the oldest is dropped")
+    reconnect_initial_s: float = Field(1.0, gt=0, description="first retry delay when the source drops")
+    reconnect_max_s: float = Field(30.0, gt=0, description="retry delay cap (exponential backoff)")
+
+
+class CameraSource(_SourceBase):
+    type: Literal["camera"]
+    device: int | str = Field(0, description="V4L2 index or path, e.g. 0 or /dev/video0")
+    width: int | None = Field(None, gt=0)
+    height: int | None = Field(None, gt=0)
+    fps: float | None = Field(None, gt=0)
+
+
+class FileSource(_SourceBase):
+    type: Literal["file"]
+    path: Path
+    loop: bool = False
+    realtime: bool = Field(True, description="pace frames at the video's own fps (False: as fast as possible)")
+
+
+class StreamSource(_SourceBase):
+    type: Literal["stream"]
+    url: str = Field(pattern=r"^(rtsp|rtsps|http|https|rtmp|udp|tcp)://", description="RTSP / HTTP / ... URL")
+
+
+class FolderSource(_SourceBase):
+    type: Literal["folder"]
+    path: Path
+    fps: float = Field(1.0, gt=0)
+    loop: bool = False
+
+
+class GStreamerSource(_SourceBase):
+    type: Literal["gstreamer"]
+    pipeline: str = Field(min_length=1, description="a GStreamer pipeline ending in appsink")
+
+
+SourceConfig = Annotated[
+    CameraSource | FileSource | StreamSource | FolderSource | GStreamerSource, Field(discriminator="type")
+]
+
+
+# --- zoo, governor, power, mqtt, logging --------------------------------------------------------------------------
+
+
+class ZooConfig(_Section):
+    path: Path = Field(Path("model_zoo"), description="directory holding zoo.yaml")
+    variant: str | None = Field(None, description="variant to start with (the governor may switch)")
+    device_class: str | None = Field(None, description="profile key to read; default: detected from the CPU")
+
+
+class GovernorConfig(_Section):
+    mode: Literal["auto", "pinned", "eco", "performance"] = "auto"
+    accuracy_floor: float = Field(0.0, ge=0.0, le=1.0, description="minimum mAP50-95 the variant must have")
+    latency_slo_ms: float = Field(250.0, gt=0, description="p95 latency the variant must keep")
+    fps_target: float = Field(5.0, gt=0)
+    fps_min: float = Field(1.0, gt=0)
+    reserve_wh: float = Field(0.0, ge=0, description="battery energy never to spend")
+    mission_minutes: float | None = Field(None, gt=0, description="known mission length; enables budgeting")
+    min_dwell_s: float = Field(10.0, ge=0, description="minimum time between switches")
+    switch_up_margin: float = Field(
+        0.1, ge=0, le=1, description="headroom needed before switching to a costlier variant"
+    )
+
+    @model_validator(mode="after")
+    def _fps_order(self) -> GovernorConfig:
+        if self.fps_min > self.fps_target:
+            raise ValueError(f"fps_min ({self.fps_min}) must not exceed fps_target ({self.fps_target})")
+        return self
+
+
+class PowerConfig(_Section):
+    sample_hz: float = Field(2.0, gt=0, le=1000)
+
+
+class TlsConfig(_Section):
+    ca_certs: Path | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    insecure: bool = Field(False, description="skip hostname verification (testing only)")
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> TlsConfig:
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("certfile and keyfile go together (client certificate authentication)")
+        return self
+
+
+class MqttConfig(_Section):
+    enabled: bool = True
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    protocol: Literal["5", "3.1.1"] = "5"
+    client_id: str | None = None
+    username: str | None = None
+    password: str | None = Field(None, description="use ${MQTT_PASSWORD} to keep it out of the file")
+    tls: TlsConfig | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    topic_prefix: str = Field("edged", pattern=r"^[^#+]+$")
+    device_id: str = Field("edged", pattern=r"^[A-Za-z0-9_-]+$")
+    detections_qos: Literal[0, 1, 2] = 1
+    discovery_prefix: str | None = Field("homeassistant", description="Home Assistant discovery; null disables")
+    outbox_path: Path = Field(Path("outbox.sqlite3"), description="durable queue of unacknowledged messages")
+    outbox_max_messages: int = Field(100_000, ge=100)
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = Field("text", description="json: one object per line, for journald/Loki")
+
+
+class EdgedConfig(_Section):
+    source: SourceConfig
+    zoo: ZooConfig = Field(default_factory=ZooConfig)
+    engine: EngineOptions = Field(default_factory=EngineOptions)
+    detection: PostprocessOptions = Field(default_factory=PostprocessOptions)
+    governor: GovernorConfig = Field(default_factory=GovernorConfig)
+    power: PowerConfig = Field(default_factory=PowerConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    def resolved(self, base: Path) -> EdgedConfig:
+        """Relative paths made relative to `base` (the config file's directory)."""
+
+        def fix(p: Path) -> Path:
+            return p if p.is_absolute() else (base / p)
+
+        update: dict[str, BaseModel] = {
+            "zoo": self.zoo.model_copy(update={"path": fix(self.zoo.path)}),
+            "mqtt": self.mqtt.model_copy(update={"outbox_path": fix(self.mqtt.outbox_path)}),
+        }
+        if isinstance(self.source, FileSource | FolderSource):
+            update["source"] = self.source.model_copy(update={"path": fix(self.source.path)})
+        return self.model_copy(update=update)
+
+
+def load_config(path: str | Path) -> EdgedConfig:
+    """Load, validate and resolve a config file. Raises ConfigError listing every problem with its line."""
+    path = Path(path)
+    config = load_yaml(path).validate(EdgedConfig)
+    return config.resolved(path.resolve().parent)

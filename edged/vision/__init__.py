@@ -1,0 +1,1 @@
+"""Frames -> detections: engines, pre-processing, decoders, NMS."""

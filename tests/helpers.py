@@ -1,0 +1,33 @@
+"""Small test helpers that are not fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def iou(a: np.ndarray | tuple, b: np.ndarray | tuple) -> float:
+    ax1, ay1, ax2, ay2 = (float(v) for v in a)
+    bx1, by1, bx2, by2 = (float(v) for v in b)
+    iw = max(0.0, min(ax2, bx2) - max(ax1, bx1))
+    ih = max(0.0, min(ay2, by2) - max(ay1, by1))
+    inter = iw * ih
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def yolo_boxes(label_file: Path, width: int, height: int) -> list[tuple[int, tuple[float, float, float, float]]]:
+    """(class, xyxy pixels) for every line of a YOLO label file."""
+    out = []
+    for line in label_file.read_text().splitlines():
+        c, cx, cy, w, h = line.split()[:5]
+        cx, cy, w, h = float(cx) * width, float(cy) * height, float(w) * width, float(h) * height
+        out.append((int(c), (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)))
+    return out
+
+
+def write_manifest(directory: Path, text: str) -> Path:
+    path = directory / "zoo.yaml"
+    path.write_text(text)
+    return path
