@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edged.governor.config import GovernorConfig
+from edged.power.config import PowerConfig
 from edged.vision.engines.base import EngineOptions
 from edged.vision.postprocess import PostprocessOptions
 from edged.yamlfile import load_yaml
@@ -73,30 +75,6 @@ class ZooConfig(_Section):
     path: Path = Field(Path("model_zoo"), description="directory holding zoo.yaml")
     variant: str | None = Field(None, description="variant to start with (the governor may switch)")
     device_class: str | None = Field(None, description="profile key to read; default: detected from the CPU")
-
-
-class GovernorConfig(_Section):
-    mode: Literal["auto", "pinned", "eco", "performance"] = "auto"
-    accuracy_floor: float = Field(0.0, ge=0.0, le=1.0, description="minimum mAP50-95 the variant must have")
-    latency_slo_ms: float = Field(250.0, gt=0, description="p95 latency the variant must keep")
-    fps_target: float = Field(5.0, gt=0)
-    fps_min: float = Field(1.0, gt=0)
-    reserve_wh: float = Field(0.0, ge=0, description="battery energy never to spend")
-    mission_minutes: float | None = Field(None, gt=0, description="known mission length; enables budgeting")
-    min_dwell_s: float = Field(10.0, ge=0, description="minimum time between switches")
-    switch_up_margin: float = Field(
-        0.1, ge=0, le=1, description="headroom needed before switching to a costlier variant"
-    )
-
-    @model_validator(mode="after")
-    def _fps_order(self) -> GovernorConfig:
-        if self.fps_min > self.fps_target:
-            raise ValueError(f"fps_min ({self.fps_min}) must not exceed fps_target ({self.fps_target})")
-        return self
-
-
-class PowerConfig(_Section):
-    sample_hz: float = Field(2.0, gt=0, le=1000)
 
 
 class TlsConfig(_Section):

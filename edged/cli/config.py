@@ -1,0 +1,46 @@
+"""`edged config check`: validate a config file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    config = commands.add_parser("config", help="validate a config file", description="Work with edged's YAML config.")
+    sub = config.add_subparsers(title="config commands", metavar="CONFIG_COMMAND")
+    p = sub.add_parser(
+        "check",
+        help="validate; every error names its field and line",
+        description="Validate a config "
+        "file: unknown keys, wrong types and out-of-range values are reported with the field path and "
+        "the YAML line; ${VAR} references must be set in the environment.",
+    )
+    p.add_argument("file", type=Path)
+    p.add_argument("--show", action="store_true", help="print the effective config, defaults filled in, as JSON")
+    p.set_defaults(handler=_run_config_check)
+    config.set_defaults(handler=lambda _args: config.print_help() or 2)
+
+
+def _run_config_check(args: argparse.Namespace) -> int:
+    from edged.config import load_config
+    from edged.errors import ConfigError
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        count = len(exc.problems)
+        print(f"{args.file}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    if args.show:
+        print(json.dumps(config.model_dump(mode="json"), indent=2))
+    else:
+        print(
+            f"{args.file}: valid (source: {config.source.type}, zoo: {config.zoo.path}, mqtt: "
+            f"{config.mqtt.host}:{config.mqtt.port if config.mqtt.enabled else 'disabled'})"
+        )
+    return 0

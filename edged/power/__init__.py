@@ -1,0 +1,1 @@
+"""Power and battery sources -> a PowerSample stream; energy per inference."""
