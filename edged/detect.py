@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from edged.errors import SourceError
-from edged.sources import FileSource, Frame
+from edged.sources import FileFrames, Frame
 from edged.vision.annotate import draw_detections
 from edged.vision.detector import Detector
 from edged.vision.types import DetectedObject
@@ -29,7 +29,7 @@ class FrameReport(BaseModel):
 
 
 def detect_frames(
-    source: FileSource, detector: Detector, variant_id: str, annotate: Path | None = None
+    source: FileFrames, detector: Detector, variant_id: str, annotate: Path | None = None
 ) -> Iterator[FrameReport]:
     """Run the detector over every frame; write annotated frames to `annotate` when given."""
     writer = AnnotationWriter(annotate, source) if annotate else None
@@ -57,7 +57,7 @@ def detect_frames(
 class AnnotationWriter:
     """An image for an image, a folder of images for a folder, a video for a video."""
 
-    def __init__(self, out: Path, source: FileSource) -> None:
+    def __init__(self, out: Path, source: FileFrames) -> None:
         self.out = out
         self.kind = source.kind
         self.fps = source.fps or 10.0

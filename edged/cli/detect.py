@@ -34,9 +34,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _run_detect(args: argparse.Namespace) -> int:
     from edged.detect import detect_frames
-    from edged.sources import FileSource
+    from edged.sources import FileFrames
 
-    source = FileSource(args.source)
+    source = FileFrames(args.source)
     zoo = load_zoo(args.zoo)
     variant_id = args.variant or zoo.variants[0].id
     detector = zoo.open_detector(variant_id, engine_options(args), postprocess(args))
