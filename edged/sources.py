@@ -311,8 +311,11 @@ def open_capture(config: SourceConfig) -> _Capture:
     if isinstance(config, FolderSource):
         return _FolderCapture(config)
     if isinstance(config, CameraSource):
-        props = {cv2.CAP_PROP_FRAME_WIDTH: config.width, cv2.CAP_PROP_FRAME_HEIGHT: config.height}
-        props[cv2.CAP_PROP_FPS] = config.fps
+        props: dict[int, float | None] = {
+            cv2.CAP_PROP_FRAME_WIDTH: config.width,
+            cv2.CAP_PROP_FRAME_HEIGHT: config.height,
+            cv2.CAP_PROP_FPS: config.fps,
+        }
         wanted = {k: float(v) for k, v in props.items() if v}
         return _VideoCapture(config.device, cv2.CAP_V4L2, f"camera {config.device}", wanted)
     if isinstance(config, StreamSource):

@@ -1,0 +1,220 @@
+"""The inference worker: frames in, FrameResults out, variant switches at frame boundaries.
+
+The worker thread owns the detectors. A requested variant is loaded and warmed on a separate loader thread while
+the current one keeps running; the worker swaps to it between two frames, so a switch costs no frame. Recently
+used variants stay loaded (warm standbys), so switching back is a pointer swap. A variant that fails to load or
+to run is quarantined with its reason; the frame in hand is retried on a standby rather than lost.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edged.errors import EdgedError
+from edged.sources import Frame, FrameQueue, QueueClosed
+from edged.vision.detector import Detector
+from edged.vision.types import Detections
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    index: int
+    timestamp: float  # capture time, epoch seconds
+    source: str
+    variant: str
+    detections: Detections
+    labels: list[str]
+    started: float  # monotonic, inference window start (for energy metering)
+    finished: float  # monotonic, inference window end
+
+
+@dataclass(frozen=True)
+class WorkerEvent:
+    kind: str  # "switched" | "quarantined" | "source_finished"
+    variant: str | None
+    detail: str
+
+
+class InferenceWorker:
+    def __init__(
+        self,
+        open_detector: Callable[[str], Detector],
+        queue: FrameQueue,
+        on_result: Callable[[FrameResult], None],
+        on_event: Callable[[WorkerEvent], None] = lambda event: None,
+        warm_slots: int = 2,
+    ) -> None:
+        self._open_detector = open_detector
+        self._queue = queue
+        self._on_result = on_result
+        self._on_event = on_event
+        self._warm_slots = max(1, warm_slots)
+        self._lock = threading.Lock()
+        self._loaded: collections.OrderedDict[str, Detector] = collections.OrderedDict()  # LRU, active last
+        self._active: str | None = None
+        self._pending: str | None = None  # loaded, waiting for the next frame boundary
+        self._wanted: str | None = None  # requested, not yet loaded
+        self._load_signal = threading.Event()
+        self._stop = threading.Event()
+        self._paused = threading.Event()
+        self.quarantined: dict[str, str] = {}
+        self.frames_done = 0
+        self._thread = threading.Thread(target=self._run, name="edged-inference", daemon=True)
+        self._loader = threading.Thread(target=self._load_loop, name="edged-loader", daemon=True)
+
+    # --- control (any thread) ---------------------------------------------------------------------------------
+
+    def start(self, variant: str) -> None:
+        """Load the first variant before frames flow (raises EdgedError when it cannot be loaded)."""
+        self._loaded[variant] = self._open_detector(variant)
+        self._active = variant
+        self._thread.start()
+        self._loader.start()
+
+    def request(self, variant: str) -> None:
+        """Switch to `variant` as soon as it is loaded; the latest request wins."""
+        with self._lock:
+            if variant in self.quarantined:
+                return
+            if variant == self._active and self._pending is None:
+                self._wanted = None
+                return
+            if variant in self._loaded:
+                self._pending, self._wanted = variant, None
+                return
+            self._wanted = variant
+        self._load_signal.set()
+
+    def pause(self, paused: bool) -> None:
+        if paused:
+            self._paused.set()
+        else:
+            self._paused.clear()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    @property
+    def active_variant(self) -> str | None:
+        return self._active
+
+    @property
+    def warm_variants(self) -> list[str]:
+        with self._lock:
+            return list(self._loaded)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the frame in flight, then stop."""
+        self._stop.set()
+        self._load_signal.set()
+        self._thread.join(timeout)
+        self._loader.join(timeout)
+        with self._lock:
+            for detector in self._loaded.values():
+                detector.close()
+            self._loaded.clear()
+
+    # --- the worker thread ------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._paused.is_set():
+                self._stop.wait(0.05)
+                continue
+            try:
+                frame = self._queue.get(0.1)
+            except QueueClosed:
+                self._on_event(WorkerEvent("source_finished", self._active, "the source has no more frames"))
+                return
+            if frame is not None:
+                self._process(frame)
+
+    def _process(self, frame: Frame) -> None:
+        self._swap_if_pending()
+        while not self._stop.is_set():
+            variant = self._active
+            detector = self._loaded.get(variant) if variant else None
+            if detector is None or variant is None:
+                self._stop.wait(0.05)  # every loaded variant failed; wait for the daemon to request another
+                self._swap_if_pending()
+                continue
+            started = time.monotonic()
+            try:
+                found = detector.detect(frame.image)
+            except Exception as exc:  # a runtime fault of one model must not stop the pipeline
+                self._quarantine(variant, f"inference failed: {type(exc).__name__}: {exc}")
+                continue
+            finished = time.monotonic()
+            self.frames_done += 1
+            self._on_result(
+                FrameResult(
+                    frame.index, frame.timestamp, frame.name, variant, found, detector.labels, started, finished
+                )
+            )
+            return
+
+    def _swap_if_pending(self) -> None:
+        with self._lock:
+            target, self._pending = self._pending, None
+            if target is None or target == self._active or target not in self._loaded:
+                return
+            previous, self._active = self._active, target
+            self._loaded.move_to_end(target)
+        self._on_event(WorkerEvent("switched", target, f"from {previous}"))
+
+    def _quarantine(self, variant: str, reason: str) -> None:
+        log.error("variant %s quarantined: %s", variant, reason)
+        with self._lock:
+            self.quarantined[variant] = reason
+            detector = self._loaded.pop(variant, None)
+            was_active = variant == self._active
+            if was_active:
+                self._active = next(reversed(self._loaded), None)  # the most recently used standby
+            fallback = self._active
+        if detector is not None:
+            detector.close()
+        self._on_event(WorkerEvent("quarantined", variant, reason))
+        if was_active and fallback:
+            self._on_event(WorkerEvent("switched", fallback, f"from {variant} (quarantined)"))
+
+    # --- the loader thread ------------------------------------------------------------------------------------
+
+    def _load_loop(self) -> None:
+        while not self._stop.is_set():
+            self._load_signal.wait()
+            self._load_signal.clear()
+            with self._lock:
+                variant, self._wanted = self._wanted, None
+            if variant is None or self._stop.is_set():
+                continue
+            try:
+                detector = self._open_detector(variant)
+            except EdgedError as exc:
+                self._quarantine(variant, f"failed to load: {exc}")
+                continue
+            with self._lock:
+                self._loaded[variant] = detector
+                if self._wanted is None:  # not overtaken by a newer request
+                    self._pending = variant
+                evicted = self._evict()
+            for old in evicted:
+                old.close()
+
+    def _evict(self) -> list[Detector]:
+        """Keep at most warm_slots + the active and pending ones; drop the least recently used."""
+        keep = {self._active, self._pending}
+        evicted = []
+        for variant in list(self._loaded):
+            if len(self._loaded) <= self._warm_slots:
+                break
+            if variant not in keep:
+                evicted.append(self._loaded.pop(variant))
+        return evicted
