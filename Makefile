@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,tools,tflite
+EXTRAS ?= dev,tools,tflite,mavlink,demo
 STAMP := $(VENV)/.installed-$(shell echo $(EXTRAS) | tr ',' '-')
 DEMO_ZOO ?= deploy/zoos/coco-reference
 DEMO_VARIANT ?= yolox-nano-416
@@ -38,3 +38,11 @@ demo: install
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# Rebuild edged's own demo family (model_zoo/) from scratch on this CPU: trains, prunes, binarises, quantizes,
+# measures (about 3 hours on 2 cores). Resumable: checkpoints in out/zoo-build. Needs the [build] extra and ../shared.
+.PHONY: zoo
+zoo: install
+	@$(BIN)/python -c "import torch, torch_pruning" 2>/dev/null || { \
+	  echo "make zoo needs the [build] extra: $(BIN)/pip install -e '.[build]'"; exit 1; }
+	$(BIN)/python -m edged.zoo.build.train.family --out model_zoo --shared $(or $(EDGED_SHARED),../shared)
