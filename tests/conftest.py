@@ -6,6 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI replays the same examples every run (a red build must mean a regression, not a new draw); locally each run
+# explores new ones, and EDGED_HYPOTHESIS_EXAMPLES raises the count for a deeper search.
+settings.register_profile("ci", derandomize=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_ZOOS = ROOT / "deploy" / "zoos"
