@@ -92,6 +92,9 @@ class TlsConfig(_Section):
 
 class MqttConfig(_Section):
     enabled: bool = True
+    broker: Literal["external", "embedded"] = Field(
+        "external", description="embedded: start an MQTT 3.1.1 broker in-process (demo; needs the [demo] extra)"
+    )
     host: str = "localhost"
     port: int = Field(1883, ge=1, le=65535)
     protocol: Literal["5", "3.1.1"] = "5"
@@ -106,6 +109,7 @@ class MqttConfig(_Section):
     discovery_prefix: str | None = Field("homeassistant", description="Home Assistant discovery; null disables")
     outbox_path: Path = Field(Path("outbox.sqlite3"), description="durable queue of unacknowledged messages")
     outbox_max_messages: int = Field(100_000, ge=100)
+    max_command_bytes: int = Field(4096, ge=64, le=1_048_576, description="larger command payloads are refused")
 
 
 class LoggingConfig(_Section):

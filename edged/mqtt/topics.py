@@ -1,0 +1,80 @@
+"""The topic tree of one device (MQTT contract v1). Pure: names only, no client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+COMMAND_SEGMENT = "set"
+RESULT_SUFFIX = "result"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Every topic a device publishes or listens on, derived from `<topic_prefix>/<device_id>`."""
+
+    prefix: str
+    device_id: str
+    discovery_prefix: str | None = "homeassistant"
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix.rstrip('/')}/{self.device_id}"
+
+    @property
+    def availability(self) -> str:
+        return f"{self.base}/availability"
+
+    @property
+    def detections(self) -> str:
+        return f"{self.base}/detections"
+
+    @property
+    def state(self) -> str:
+        return f"{self.base}/state"
+
+    @property
+    def decision(self) -> str:
+        return f"{self.base}/governor/decision"
+
+    @property
+    def power(self) -> str:
+        return f"{self.base}/power"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.base}/stats"
+
+    @property
+    def commands(self) -> str:
+        """Subscription filter for every command: one level only, so results (`set/<name>/result`) don't match."""
+        return f"{self.base}/{COMMAND_SEGMENT}/+"
+
+    def command(self, name: str) -> str:
+        return f"{self.base}/{COMMAND_SEGMENT}/{name}"
+
+    def command_result(self, name: str) -> str:
+        return f"{self.command(name)}/{RESULT_SUFFIX}"
+
+    def command_name(self, topic: str) -> str | None:
+        """`<base>/set/<name>` -> name; anything else -> None."""
+        head = f"{self.base}/{COMMAND_SEGMENT}/"
+        if not topic.startswith(head):
+            return None
+        name = topic[len(head) :]
+        return name if name and "/" not in name else None
+
+    @property
+    def discovery_object_id(self) -> str:
+        return f"edged_{self.device_id}"
+
+    @property
+    def discovery(self) -> str | None:
+        """Home Assistant device discovery config topic; None when discovery is disabled."""
+        if self.discovery_prefix is None:
+            return None
+        return f"{self.discovery_prefix}/device/{self.discovery_object_id}/config"
+
+    @property
+    def home_assistant_status(self) -> str | None:
+        """Home Assistant's birth/last-will topic: `online` there means discovery must be sent again."""
+        return None if self.discovery_prefix is None else f"{self.discovery_prefix}/status"
