@@ -1,0 +1,243 @@
+"""Static int8 quantization (ONNX Runtime QDQ, per-channel weights) of an ONNX detector.
+
+Only static quantization is offered: `quantize_dynamic` re-computes activation ranges on every frame and leaves
+convolutions in float, which made these conv nets 2-10x slower and wrecked YOLOX (mAP 0.0007).
+
+Weights: U8 activations with S8 weights is ONNX Runtime's fast path, but on x86 CPUs without VNNI its kernels
+(vpmaddubsw) saturate 16-bit sums of u8 x s8 products, which cost NanoDet 0.04 mAP here. There, either weights
+keep 7 bits (`s8-7bit`, ORT's reduce_range) or they are unsigned (`u8`); the guard measures which is better.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import logging
+import platform
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader
+from pydantic import BaseModel, ConfigDict
+from tqdm import tqdm
+
+from edged.errors import ModelError
+from edged.zoo.build.onnx_graph import compact, load_onnx, onnx_module, strip_initializer_inputs, upgrade_opset
+
+log = logging.getLogger(__name__)
+
+Calibration = Literal["minmax", "entropy", "percentile"]
+OpSet = Literal["conv", "all"]
+WeightType = Literal["s8", "s8-7bit", "u8"]
+PERCENTILE = 99.999  # of |activation|: clips the rare outliers that would otherwise set the whole range
+
+
+class Int8Recipe(BaseModel):
+    """One way to quantize: the guard tries several and keeps the most accurate."""
+
+    model_config = ConfigDict(frozen=True)
+
+    calibration: Calibration
+    ops: OpSet = "conv"
+    weights: WeightType = "s8"
+    float_first_conv: bool = False  # the layer that sees raw pixels: its error flows through every later layer
+
+    def describe(self) -> str:
+        parts = [
+            f"{self.calibration} calibration",
+            "Conv only" if self.ops == "conv" else "all ops",
+            {"s8": "U8/S8", "s8-7bit": "U8/S8 7-bit weights", "u8": "U8/U8"}[self.weights],
+            "per-channel",
+        ]
+        if self.float_first_conv:
+            parts.append("first conv float")
+        return "QDQ " + ", ".join(parts)
+
+    def flags(self) -> str:
+        """The `edged zoo build` options that select exactly this recipe."""
+        first = "yes" if self.float_first_conv else "no"
+        return f"--calibration {self.calibration} --ops {self.ops} --weights {self.weights} --float-first-conv {first}"
+
+
+def host_saturates_u8s8() -> bool:
+    """True on x86 CPUs without VNNI, where full-range U8/S8 kernels saturate (see the module docstring)."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return True  # unknown x86: assume the common case
+    return not any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def prepare_for_quantization(parent: Path, work_dir: Path) -> tuple[Path, str]:
+    """Parent model -> a float model ready for the quantizer (opset >= 13, no weights as inputs, shapes inferred).
+
+    Returns its path and its one input's name.
+    """
+    onnx = onnx_module()
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    model = load_onnx(parent)
+    stripped = strip_initializer_inputs(model)
+    if stripped:
+        log.info("%s: %d initializers were also graph inputs; stripped", parent.name, stripped)
+    if len(model.graph.input) != 1:
+        names = ", ".join(i.name for i in model.graph.input)
+        raise ModelError(f"{parent}: int8 calibration needs one image input, the model has {names}")
+    model = upgrade_opset(model, parent)
+    for index, node in enumerate(model.graph.node):
+        node.name = node.name or f"{node.op_type}_{index}"  # the quantizer selects and excludes nodes by name
+    upgraded = work_dir / "float-opset.onnx"
+    prepared = work_dir / "float-prepared.onnx"
+    onnx.save(model, str(upgraded))
+    try:
+        quant_pre_process(str(upgraded), str(prepared), skip_symbolic_shape=not _has_sympy())
+    except Exception as exc:
+        raise ModelError(f"{parent}: ONNX Runtime's pre-processing for quantization failed: {exc}") from None
+    return prepared, model.graph.input[0].name
+
+
+def quantize_int8(
+    prepared: Path,
+    output: Path,
+    recipe: Int8Recipe,
+    tensors: list[np.ndarray],
+    input_name: str,
+    cache_dir: Path,
+    progress: bool = True,
+) -> list[str]:
+    """Quantize `prepared` (from prepare_for_quantization) with `recipe`, calibrated on `tensors`.
+
+    Returns the quantizer's warnings (e.g. biases clipped to int32), which it would otherwise print on stdout
+    and the root logger, in the middle of our own output.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    options: dict[str, Any] = {}
+    if "calibration_cache_path" in inspect.signature(quantize_static).parameters:  # ORT >= 1.2x: calibrate once
+        key = f"{recipe.calibration}-{recipe.ops}-{'first-float' if recipe.float_first_conv else 'all'}"
+        options["calibration_cache_path"] = cache_dir / f"calibration-{key}.json"
+    with _quantizer_chatter() as warnings:
+        quantize_static(
+            str(prepared),
+            str(output),
+            _Feeds(tensors, input_name, progress),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv"] if recipe.ops == "conv" else None,
+            per_channel=True,
+            reduce_range=recipe.weights == "s8-7bit",
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QUInt8 if recipe.weights == "u8" else QuantType.QInt8,
+            nodes_to_exclude=first_convs(prepared) if recipe.float_first_conv else None,
+            calibrate_method=methods[recipe.calibration],
+            extra_options={"CalibPercentile": PERCENTILE},
+            **options,
+        )
+    onnx = onnx_module()
+    model = onnx.load(str(output))
+    compact(model)
+    onnx.save(model, str(output))
+    return warnings
+
+
+@contextlib.contextmanager
+def _quantizer_chatter() -> Iterator[list[str]]:
+    """Collect what ONNX Runtime's quantizer logs (on the root logger) and prints, instead of showing it."""
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.WARNING:
+                messages.append(record.getMessage())
+
+    root = logging.getLogger()
+    handler, saved_handlers, saved_level = Collect(), root.handlers[:], root.level
+    root.handlers, root.level = [handler], logging.WARNING
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield messages
+    finally:
+        root.handlers, root.level = saved_handlers, saved_level
+
+
+def first_convs(path: Path) -> list[str]:
+    """Names of the Conv nodes that see the pixels: reached from the graph input without passing another Conv
+    (YOLOX slices and concatenates the image first: its first Conv is behind that Focus block)."""
+    model = load_onnx(path)
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    found: list[str] = []
+    frontier, seen = [i.name for i in model.graph.input], set()
+    while frontier:
+        tensor = frontier.pop()
+        for node in consumers.get(tensor, []):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if node.op_type == "Conv":
+                found.append(node.name)
+            else:
+                frontier.extend(node.output)
+    return found
+
+
+class _Feeds(CalibrationDataReader):
+    """Pre-processed tensors as ONNX Runtime's calibration reader, with a progress bar."""
+
+    def __init__(self, tensors: list[np.ndarray], input_name: str, progress: bool) -> None:
+        self._tensors = tensors
+        self._input_name = input_name
+        self._progress = progress
+        self._iter: Iterator[np.ndarray] | None = None
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._iter is None:
+            self._iter = iter(
+                tqdm(self._tensors, desc="calibrating", unit="img", disable=not self._progress, leave=False)
+            )
+        tensor = next(self._iter, None)
+        return None if tensor is None else {self._input_name: tensor}
+
+    def rewind(self) -> None:
+        self._iter = None
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+
+def _has_sympy() -> bool:
+    """Symbolic shape inference needs sympy; without it ONNX's own shape inference (static shapes) is used."""
+    try:
+        import sympy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def candidate_recipes(
+    calibrations: list[Calibration],
+    ops: list[OpSet],
+    weights: list[WeightType] | None = None,
+    float_first_conv: list[bool] | None = None,
+) -> list[Int8Recipe]:
+    """Every combination, cheapest calibration first. Weights default to what is exact and fast on this host."""
+    if weights is None:
+        weights = ["u8", "s8-7bit"] if host_saturates_u8s8() else ["s8"]
+    return [
+        Int8Recipe(calibration=c, ops=o, weights=w, float_first_conv=f)
+        for c in calibrations
+        for o in ops
+        for w in weights
+        for f in (float_first_conv if float_first_conv is not None else [True, False])
+    ]

@@ -1,0 +1,236 @@
+"""`edged zoo build --technique int8` on a real detector (FastestDet, the smallest), and every way it can be misused.
+
+The build runs once per module (16 calibration images, one recipe) into tmp_path; nothing lands in the repo.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import cv2
+import pytest
+
+from edged.cli import main
+from edged.vision.postprocess import PostprocessOptions
+from edged.zoo.manifest import load_zoo, sha256_of
+from tests.helpers import iou, write_manifest
+
+PARENT = "fastestdet-352"
+CHILD = "fastestdet-352-int8"
+PEOPLE_IMAGE = "000000002153"  # four people and a bicycle
+DEVICE = "test-box"
+RECIPE = ["--calibration", "minmax", "--weights", "s8-7bit", "--float-first-conv", "no"]  # exact on every CPU
+
+
+def build_args(zoo: Path, calib: Path, eval_set: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "zoo", "build", "--zoo", str(zoo), "--variant", PARENT, "--technique", "int8",
+        "--calib", str(calib), "--eval", str(eval_set), "--out", str(out),
+        "--calib-images", "16", "--device-class", DEVICE, *RECIPE, *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def built(coco_zoo, shared: Path, val_dev: Path, tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("int8-zoo")
+    calib = shared / "data" / "coco128-train" / "images"
+    code = main(build_args(coco_zoo.path, calib, val_dev, out, "--max-drop", "0.1"))
+    assert code == 0
+    return out, calib.name
+
+
+def test_int8_entry_records_technique_parent_and_provenance(built):
+    out, _ = built
+    zoo = load_zoo(out)
+    child = zoo.variant(CHILD)
+    assert child.technique == ["int8"]
+    assert child.provenance.parent == PARENT
+    assert child.provenance.seed == 0
+    assert child.provenance.command and child.provenance.command.startswith("edged zoo build")
+    assert "coco128-train" in child.provenance.data[0] and "16 of 128" in child.provenance.data[0]
+    assert "--weights s8-7bit" in (child.provenance.notes or "")
+    assert child.input == zoo.variant(PARENT).input and child.decoder == zoo.variant(PARENT).decoder
+
+
+def test_int8_file_matches_its_sha_and_is_about_3x_smaller(built, coco_zoo):
+    out, _ = built
+    zoo = load_zoo(out)
+    child = zoo.variant(CHILD)
+    assert sha256_of(zoo.file_of(child)) == child.sha256
+    ratio = coco_zoo.file_of(coco_zoo.variant(PARENT)).stat().st_size / zoo.file_of(child).stat().st_size
+    assert ratio > 2.8  # int8 weights plus per-channel scales of a depthwise-heavy net: ~3x, not 4x
+
+
+def test_guard_accuracy_of_parent_and_child_is_recorded_for_the_device_class(built):
+    zoo = load_zoo(built[0])
+    parent, child = (zoo.variant(v).profiles[DEVICE].accuracy for v in (PARENT, CHILD))
+    assert parent is not None and child is not None
+    assert parent.eval_set == child.eval_set == "coco-val-dev"
+    assert parent.map50_95 > 0.2  # the reference figure for FastestDet is ~0.19-0.23
+    assert parent.map50_95 - 0.1 <= child.map50_95 <= parent.map50_95 + 0.02
+
+
+def test_parent_file_is_referenced_not_copied(built, coco_zoo):
+    out, _ = built
+    zoo = load_zoo(out)
+    assert zoo.file_of(zoo.variant(PARENT)) == coco_zoo.file_of(coco_zoo.variant(PARENT))
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".onnx") == [f"{CHILD}.onnx"]
+
+
+def test_int8_variant_loads_and_finds_the_people_fp32_finds(built, val_dev: Path):
+    zoo = load_zoo(built[0])
+    image = cv2.imread(str(val_dev / "images" / f"{PEOPLE_IMAGE}.jpg"))
+    options = PostprocessOptions(score_threshold=0.3)
+    found = {v: zoo.open_detector(v, postprocess=options).detect(image) for v in (PARENT, CHILD)}
+    fp32_people = [b for b, c in zip(found[PARENT].boxes, found[PARENT].class_ids) if c == 0]
+    int8_people = [b for b, c in zip(found[CHILD].boxes, found[CHILD].class_ids) if c == 0]
+    assert fp32_people and int8_people
+    largest = max(fp32_people, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+    assert max(iou(largest, b) for b in int8_people) > 0.7
+
+
+def test_graph_counts_are_the_same_for_int8_and_fp32(built, coco_zoo):
+    from edged.zoo.build.graph_stats import graph_stats
+
+    zoo = load_zoo(built[0])
+    fp32, int8 = (graph_stats(zoo.file_of(zoo.variant(v))) for v in (PARENT, CHILD))
+    assert fp32.params == int8.params == 240_305
+    assert fp32.macs == int8.macs and 0.1e9 < fp32.macs < 0.15e9  # FastestDet: ~0.13 GFLOPs at 352
+    assert not fp32.uncounted and not int8.uncounted
+
+
+def test_guard_refuses_a_large_drop_prints_numbers_and_writes_nothing(coco_zoo, shared, val_dev, tmp_path, capsys):
+    out = tmp_path / "refused"
+    calib = shared / "data" / "coco128-train" / "images"
+    code = main(build_args(coco_zoo.path, calib, val_dev, out, "--max-drop", "0.0005"))
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "refused" in printed
+    assert re.search(r"on coco-val-dev \(0\.\d{4} -> 0\.\d{4}\)", printed)  # parent -> child mAP50-95
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_build_json_is_one_document_with_every_candidate(coco_zoo, shared, val_dev, tmp_path, capsys):
+    calib = shared / "data" / "coco128-train" / "images"
+    code = main(build_args(coco_zoo.path, calib, val_dev, tmp_path / "out", "--max-drop", "0.0005", "--json"))
+    report = json.loads(capsys.readouterr().out)  # ONNX Runtime's own prints stay out of it
+    assert code == 1
+    assert report["accepted"] is False and report["file"] is None
+    assert report["chosen"]["drop"] > report["max_drop"] == 0.0005
+    assert report["parent_map50_95"] - report["chosen"]["map50_95"] == pytest.approx(report["chosen"]["drop"])
+    assert [c["recipe"]["weights"] for c in report["candidates"]] == ["s8-7bit"]
+
+
+def test_old_exports_are_upgraded_and_weights_exposed_as_inputs_are_stripped(tmp_path: Path):
+    """An opset-11 export that lists its weights as graph inputs (as the NanoDet exporter did) still quantizes."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edged.zoo.build.graph_stats import graph_stats
+    from edged.zoo.build.int8 import Int8Recipe, prepare_for_quantization, quantize_int8
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype("float32"), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        "old-export",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+            helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3, 3, 3]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 6
+    onnx.save(model, tmp_path / "old.onnx")
+
+    prepared, input_name = prepare_for_quantization(tmp_path / "old.onnx", tmp_path)
+    assert input_name == "x"
+    upgraded = onnx.load(prepared)
+    assert [i.name for i in upgraded.graph.input] == ["x"]
+    assert next(o.version for o in upgraded.opset_import if o.domain in ("", "ai.onnx")) >= 13
+
+    tensors = [np.random.default_rng(i).random((1, 3, 8, 8), dtype=np.float32) for i in range(4)]
+    recipe = Int8Recipe(calibration="minmax", weights="s8-7bit")
+    quantize_int8(prepared, tmp_path / "int8.onnx", recipe, tensors, input_name, tmp_path, progress=False)
+    ops = {n.op_type for n in onnx.load(tmp_path / "int8.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    assert graph_stats(tmp_path / "int8.onnx").macs == graph_stats(tmp_path / "old.onnx").macs == 4 * 8 * 8 * 27
+
+
+# --- bad input: each a clear error (edged.errors), no traceback, before minutes of work ------------------------------
+
+
+def run_error(args: list[str], capsys) -> str:
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "Traceback" not in err
+    assert "edged: error:" in err
+    return err
+
+
+def test_empty_calibration_folder_is_a_clear_error(coco_zoo, val_dev, tmp_path, capsys):
+    empty = tmp_path / "calib"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    err = run_error(build_args(coco_zoo.path, empty, val_dev, tmp_path / "out"), capsys)
+    assert str(empty) in err and "holds no images" in err
+
+
+def test_missing_calibration_folder_is_a_clear_error(coco_zoo, val_dev, tmp_path, capsys):
+    err = run_error(build_args(coco_zoo.path, tmp_path / "nowhere", val_dev, tmp_path / "out"), capsys)
+    assert "calibration folder not found" in err
+
+
+def test_unreadable_calibration_image_is_named(coco_zoo, val_dev, tmp_path, capsys):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    (calib / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    err = run_error(build_args(coco_zoo.path, calib, val_dev, tmp_path / "out"), capsys)
+    assert "broken.jpg" in err and "not a readable image" in err
+
+
+def test_calibrating_on_the_eval_set_is_refused(coco_zoo, val_dev, tmp_path, capsys):
+    err = run_error(build_args(coco_zoo.path, val_dev / "images", val_dev, tmp_path / "out"), capsys)
+    assert "also in the eval set" in err
+
+
+def test_missing_eval_set_is_a_clear_error(coco_zoo, shared, tmp_path, capsys):
+    calib = shared / "data" / "coco128-train" / "images"
+    err = run_error(build_args(coco_zoo.path, calib, tmp_path / "no-eval", tmp_path / "out"), capsys)
+    assert "evaluation data not found" in err
+
+
+def test_tflite_parent_is_refused(coco_zoo, shared, val_dev, tmp_path, capsys):
+    args = build_args(coco_zoo.path, shared / "data" / "coco128-train" / "images", val_dev, tmp_path / "out")
+    args[args.index(PARENT)] = "fastestdet-352-tflite"
+    err = run_error(args, capsys)
+    assert "not ONNX" in err and "fastestdet-352-tflite" in err
+
+
+def test_file_that_is_not_onnx_is_a_clear_error(shared, val_dev, tmp_path, capsys):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"\x00\x01 definitely not a protobuf model" * 10)
+    write_manifest(
+        tmp_path,
+        f"""
+schema: edged.zoo/v1
+family: broken
+labels: {shared}/models/coco/coco.names
+variants:
+  - id: {PARENT}
+    technique: baseline
+    format: onnx
+    file: model.onnx
+    sha256: {sha256_of(model)}
+    input: {{size: [352, 352], color: BGR, resize: stretch, scale: 0.00392156862745098}}
+    decoder: fastestdet
+""",
+    )
+    calib = shared / "data" / "coco128-train" / "images"
+    err = run_error(build_args(tmp_path, calib, val_dev, tmp_path / "out"), capsys)
+    assert "model.onnx" in err and "not an ONNX model" in err
