@@ -13,13 +13,13 @@ import sys
 from collections.abc import Sequence
 
 from edged import __version__
-from edged.cli import config, detect, zoo
+from edged.cli import config, detect, governor, power, watch, zoo
 from edged.errors import EdgedError
 
 # TFLite's C++ logging would otherwise print an INFO line per interpreter on stderr.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-COMMAND_GROUPS = [detect, zoo, config]
+COMMAND_GROUPS = [detect, zoo, power, config, governor, watch]
 
 EPILOG = """examples:
   edged detect street.jpg --zoo deploy/zoos/coco-reference --variant yolox-nano-416
