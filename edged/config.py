@@ -6,6 +6,7 @@ environment, and every error names the field path and the line. Relative paths a
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -127,15 +128,16 @@ class EdgedConfig(_Section):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
-    def resolved(self, base: Path) -> EdgedConfig:
-        """Relative paths made relative to `base` (the config file's directory)."""
+    def resolved(self, base: Path, state_base: Path | None = None) -> EdgedConfig:
+        """Relative paths made relative to `base` (the config file's directory); the outbox's relative to
+        `state_base` when given (systemd's $STATE_DIRECTORY: /etc is read-only for the service)."""
 
-        def fix(p: Path) -> Path:
-            return p if p.is_absolute() else (base / p)
+        def fix(p: Path, against: Path = base) -> Path:
+            return p if p.is_absolute() else (against / p)
 
         update: dict[str, BaseModel] = {
             "zoo": self.zoo.model_copy(update={"path": fix(self.zoo.path)}),
-            "mqtt": self.mqtt.model_copy(update={"outbox_path": fix(self.mqtt.outbox_path)}),
+            "mqtt": self.mqtt.model_copy(update={"outbox_path": fix(self.mqtt.outbox_path, state_base or base)}),
         }
         if isinstance(self.source, FileSource | FolderSource):
             update["source"] = self.source.model_copy(update={"path": fix(self.source.path)})
@@ -146,4 +148,5 @@ def load_config(path: str | Path) -> EdgedConfig:
     """Load, validate and resolve a config file. Raises ConfigError listing every problem with its line."""
     path = Path(path)
     config = load_yaml(path).validate(EdgedConfig)
-    return config.resolved(path.resolve().parent)
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return config.resolved(path.resolve().parent, Path(state) if state else None)

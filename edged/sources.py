@@ -169,6 +169,7 @@ class FrameProducer:
         self.queue = queue
         self.on_status = on_status
         self.fps_limit = fps_limit  # set by the daemon from the governor; None: every frame
+        self.paused = False  # frames are read (a camera's buffer stays fresh) but not queued
         self.status = SourceStatus("connecting")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edged-source", daemon=True)
@@ -221,6 +222,8 @@ class FrameProducer:
             if period:  # a file played at its own speed, as a camera would deliver it
                 next_due += period
                 self._stop.wait(max(0.0, next_due - time.monotonic()))
+            if self.paused:
+                continue
             now = time.monotonic()
             limit = self.fps_limit
             if realtime and limit and now - last_emitted < 1.0 / limit - 0.002:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from edged.errors import EdgedError
 from edged.sources import Frame, FrameQueue, QueueClosed
@@ -42,6 +43,14 @@ class WorkerEvent:
     detail: str
 
 
+class InferenceMeter(Protocol):
+    """Marks inference windows, so energy can be attributed to them (edged.power.EnergyMeter)."""
+
+    def start_inference(self, variant: str | None = None) -> None: ...
+
+    def end_inference(self) -> None: ...
+
+
 class InferenceWorker:
     def __init__(
         self,
@@ -50,12 +59,14 @@ class InferenceWorker:
         on_result: Callable[[FrameResult], None],
         on_event: Callable[[WorkerEvent], None] = lambda event: None,
         warm_slots: int = 2,
+        meter: InferenceMeter | None = None,
     ) -> None:
         self._open_detector = open_detector
         self._queue = queue
         self._on_result = on_result
         self._on_event = on_event
         self._warm_slots = max(1, warm_slots)
+        self._meter = meter
         self._lock = threading.Lock()
         self._loaded: collections.OrderedDict[str, Detector] = collections.OrderedDict()  # LRU, active last
         self._active: str | None = None
@@ -106,6 +117,10 @@ class InferenceWorker:
     def active_variant(self) -> str | None:
         return self._active
 
+    def loaded_detectors(self) -> list[Detector]:
+        with self._lock:
+            return list(self._loaded.values())
+
     @property
     def warm_variants(self) -> list[str]:
         with self._lock:
@@ -147,11 +162,16 @@ class InferenceWorker:
                 self._swap_if_pending()
                 continue
             started = time.monotonic()
+            if self._meter:
+                self._meter.start_inference(variant)
             try:
                 found = detector.detect(frame.image)
             except Exception as exc:  # a runtime fault of one model must not stop the pipeline
                 self._quarantine(variant, f"inference failed: {type(exc).__name__}: {exc}")
                 continue
+            finally:
+                if self._meter:
+                    self._meter.end_inference()
             finished = time.monotonic()
             self.frames_done += 1
             self._on_result(

@@ -57,3 +57,40 @@ def val_dev(shared: Path) -> Path:
 def group_photo(shared: Path) -> Path:
     """A street photo with several frontal faces (jetson-inference sample data)."""
     return shared / "data" / "distill" / "street-photos" / "images" / "data_images_humans_1.jpg"
+
+
+# Profiles for a test zoo: accuracy is `edged zoo eval` on coco-val-dev (see README), latency the order this 2-core
+# VM measures, energy *estimated* as latency x 5 W. Figures for exercising the governor, not claims.
+PROFILED_VARIANTS = {
+    "nanodet-m-320": (0.270, 19.0, 25.0, 94.0),
+    "fastestdet-352": (0.229, 7.5, 9.0, 37.5),
+    "fastestdet-352-tflite-int8": (0.205, 9.0, 11.0, 45.0),
+}
+
+
+@pytest.fixture(scope="session")
+def profiled_zoo(shared: Path, tmp_path_factory) -> Path:
+    """The reference models with profiles under device class `ci-test`, so the governor has figures to use."""
+    import yaml
+
+    source = yaml.safe_load((REFERENCE_ZOOS / "coco-reference" / "zoo.yaml").read_text())
+    root = tmp_path_factory.mktemp("profiled-zoo")
+    base = shared.resolve()
+    variants = []
+    for variant in source["variants"]:
+        if variant["id"] not in PROFILED_VARIANTS:
+            continue
+        accuracy, p50, p95, mj = PROFILED_VARIANTS[variant["id"]]
+        variant["file"] = variant["file"].replace("${EDGED_SHARED:-../../../../shared}", str(base))
+        variant["profiles"] = {
+            "ci-test": {
+                "accuracy": {"eval_set": "coco-val-dev", "map50_95": accuracy, "map50": accuracy * 1.6},
+                "latency": {"p50_ms": p50, "p95_ms": p95, "threads": 2},
+                "energy": {"mj_per_inference": mj, "quality": "estimated", "method": "test fixture: latency x 5 W"},
+            }
+        }
+        variants.append(variant)
+    source["labels"] = str(base / "models" / "coco" / "coco.names")
+    source["variants"] = variants
+    (root / "zoo.yaml").write_text(yaml.safe_dump(source, sort_keys=False))
+    return root

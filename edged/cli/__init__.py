@@ -13,15 +13,18 @@ import sys
 from collections.abc import Sequence
 
 from edged import __version__
-from edged.cli import config, detect, governor, power, watch, zoo
+from edged.cli import config, detect, governor, power, run, watch, zoo
 from edged.errors import EdgedError
 
 # TFLite's C++ logging would otherwise print an INFO line per interpreter on stderr.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-COMMAND_GROUPS = [detect, zoo, power, config, governor, watch]
+COMMAND_GROUPS = [run, detect, watch, zoo, governor, power, config]
 
 EPILOG = """examples:
+  edged run                          the demo: shipped zoo, bundled clip, simulated battery, MQTT on :1883
+  edged run -c /etc/edged/edged.yaml
+  edged watch --device demo
   edged detect street.jpg --zoo deploy/zoos/coco-reference --variant yolox-nano-416
   edged detect vtest.avi --annotate out.mp4 --json > detections.jsonl
   edged zoo list --zoo model_zoo

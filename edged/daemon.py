@@ -1,0 +1,507 @@
+"""`edged run`: wires the pieces together and owns their lifecycle. It computes nothing itself.
+
+Threads and what each owns:
+  source     FrameProducer: reads the camera/file/stream into the FrameQueue (drop-oldest)
+  inference  InferenceWorker: the detectors; publishes each FrameResult into the MQTT outbox
+  power      PowerSampler: readings -> PowerWindow and the EnergyMeter
+  mqtt       MqttLink: outbox sender, paho network loop, command thread (commands -> the control queue)
+  main       the control loop: every tick, measurements -> Governor -> variant and fps; commands; signals;
+             state, stats and power messages; sd_notify
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from edged import __version__
+from edged.config import EdgedConfig, FileSource, load_config
+from edged.errors import ConfigError, EdgedError
+from edged.frame_counter import FrameCounter
+from edged.governor import AccuracyNeeds, Decision, FloorCommand, Governor, VariantProfile, profiles_from_variants
+from edged.governor.config import GovernorConfig, mission_end_s
+from edged.logs import configure_logging
+from edged.mqtt.commands import (
+    Command,
+    CommandRejected,
+    SetAccuracyFloor,
+    SetFps,
+    SetGovernorMode,
+    SetPaused,
+    SetVariant,
+)
+from edged.mqtt.link import MqttLink
+from edged.mqtt.messages import (
+    DecisionMessage,
+    DecisionSummary,
+    DetectionsMessage,
+    PipelineStats,
+    PowerMessage,
+    StateMessage,
+)
+from edged.power import EnergyMeter, PowerEvent, PowerReading, PowerSampler, SimulatedBattery, SourceContext
+from edged.sdnotify import Notifier, watchdog_interval_s
+from edged.sources import FrameProducer, FrameQueue, SourceStatus
+from edged.telemetry import FrameStats, PowerWindow, governor_inputs
+from edged.vision.detector import Detector
+from edged.worker import FrameResult, InferenceWorker, WorkerEvent
+from edged.zoo.manifest import Zoo, load_zoo
+from edged.zoo.profile import device_class as detect_device_class
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0
+STATS_EVERY_S = 10.0
+POWER_EVERY_S = 5.0
+STATE_EVERY_S = 30.0
+
+
+@dataclass
+class Controls:
+    """What operators set at run time (config + commands). Owned by the control loop."""
+
+    policy: GovernorConfig
+    configured_mode: str
+    needs: AccuracyNeeds
+    paused: bool = False
+    quarantined: dict[str, str] = field(default_factory=dict)
+
+
+class Daemon:
+    def __init__(self, config: EdgedConfig, config_path: Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.notifier = Notifier()
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._wake = threading.Event()
+        self._commands: queue.Queue[Command] = queue.Queue()
+        self._error: str | None = None
+        self._source_status = "starting"
+        self._last_decision: DecisionSummary | None = None
+        self._finished = threading.Event()
+        self.frames = FrameStats()
+        self.power_window = PowerWindow()
+        self._energy_mj: dict[str, float] = {}  # measured energy per inference, per variant (published per frame)
+
+        self.zoo = load_zoo(config.zoo.path)
+        self.profiles, self.device_class = self._profiles(self.zoo)
+        self.controls = Controls(
+            config.governor, config.governor.mode, AccuracyNeeds(base=config.governor.accuracy_floor)
+        )
+        self.governor = Governor(config.governor, self.profiles) if self.profiles else None
+        self.meter = EnergyMeter(config.power.meter)
+        self.power = PowerSampler.from_config(
+            config.power, SourceContext(), on_reading=self._on_power_reading, on_event=self._on_power_event
+        )
+        self.queue = FrameQueue(config.source.queue_size, drop_oldest=self._drops_frames())
+        self.producer = FrameProducer(config.source, self.queue, self._on_source_status)
+        self.worker = InferenceWorker(
+            self._open_detector, self.queue, self._on_result, self._on_worker_event, meter=self.meter
+        )
+        self.link = MqttLink(config.mqtt, self._on_command) if config.mqtt.enabled else None
+        self.frame_counter = FrameCounter(self._state_dir() / "frame_counter")
+        self.frame_counter.save(0)  # a crash before the first periodic save must not reuse these numbers
+        self._mono_start = time.monotonic()
+        self._mission_end = mission_end_s(config.governor, self._mono_start, dt.datetime.now().astimezone())
+
+    # --- lifecycle --------------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start everything, run the control loop until SIGTERM/SIGINT (or a file source ends), stop cleanly."""
+        self._install_signals()
+        first = self._first_variant()
+        log.info(
+            "edged %s starting: zoo %s (%d variants), first variant %s",
+            __version__,
+            self.zoo.path,
+            len(self.zoo.variants),
+            first,
+        )
+        self.worker.start(first)
+        self.power.start()
+        if self.link:
+            self.link.start()
+        self.producer.start()
+        self.notifier.ready(f"running {first}")
+        self._publish_state(force=True)
+        try:
+            self._control_loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        log.info("stopping: finishing the frame in flight, flushing the outbox")
+        self.producer.stop()
+        self.queue.close()
+        self.worker.stop()
+        self.power.stop()
+        self.frame_counter.save(self.frames.last_index + 1, clean=True)
+        if self.link:
+            self._publish_state(force=True)
+            self.link.stop(clean=True, timeout_s=10.0)
+        log.info("stopped after %d frames", self.frames.processed)
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # embedded in tests: the caller stops us with request_stop()
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self._reload.set()
+        else:
+            self._stop.set()
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    # --- the control loop -------------------------------------------------------------------------------------
+
+    def _control_loop(self) -> None:
+        watchdog = watchdog_interval_s()
+        last = {"stats": time.monotonic(), "power": time.monotonic(), "state": time.monotonic()}
+        frames_at_last_ping = -1
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            self._wake.wait(max(0.0, next_tick - time.monotonic()))
+            self._wake.clear()
+            if self._reload.is_set():
+                self._reload.clear()
+                self._reload_config()
+            self._apply_commands()
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + TICK_S
+                self._tick(now)
+                if now - last["stats"] >= STATS_EVERY_S:
+                    last["stats"] = now
+                    self._publish_stats()
+                    self.frame_counter.save(self.frames.last_index + 1)
+                if now - last["power"] >= POWER_EVERY_S:
+                    last["power"] = now
+                    self._publish_power()
+                if now - last["state"] >= STATE_EVERY_S:
+                    last["state"] = now
+                    self._publish_state(force=True)
+                if watchdog is not None:
+                    alive = self.frames.processed != frames_at_last_ping or self.controls.paused
+                    alive = alive or self._source_status != "streaming"  # reconnecting is our loop working
+                    if alive:
+                        self.notifier.watchdog()
+                    frames_at_last_ping = self.frames.processed
+            if self._finished.is_set():
+                log.info("the source has no more frames: stopping")
+                self._stop.set()
+
+    def _tick(self, now: float) -> None:
+        period = self.frames.take_period(now)
+        power = self.power_window.take_period()
+        self.meter.add_sample(power.power)
+        variant = period.variant or self.worker.active_variant
+        if variant:
+            energy = self.meter.energy_per_inference_mj(variant)
+            if energy.mj is not None and energy.quality == "measured":
+                self._energy_mj[variant] = energy.mj
+        if self.governor is None:
+            return
+        needs = self.controls.needs.pruned(now)
+        self.controls.needs = needs
+        inputs = governor_inputs(now, period, power, needs.floor_at(now), needs.expires_at(now), self._mission_end)
+        decision = self.governor.tick(inputs)
+        self._apply_decision(decision)
+
+    def _apply_decision(self, decision: Decision) -> None:
+        if decision.variant is not None:
+            self.worker.request(decision.variant)
+        self.producer.fps_limit = decision.fps
+        if decision.switched or self._last_decision is None:
+            self._last_decision = DecisionSummary(
+                from_variant=decision.previous_variant,
+                to_variant=decision.variant,
+                reason=decision.reason,
+                at=time.time(),
+            )
+            log.info("governor: %s", decision.reason)
+            if self.link:
+                self.link.publish_decision(
+                    DecisionMessage.from_decision(self.config.mqtt.device_id, decision, time.time())
+                )
+            self._publish_state(force=True)
+
+    # --- commands (validated on the MQTT command thread, applied on the control loop) --------------------------
+
+    def _on_command(self, command: Command) -> None:
+        if isinstance(command, SetVariant) and command.value is not None:
+            known = {v.id for v in self.zoo.variants}
+            if command.value not in known:
+                raise CommandRejected(f"no variant '{command.value}' (the zoo has: {', '.join(sorted(known))})")
+            if command.value in self.worker.quarantined:
+                raise CommandRejected(
+                    f"variant '{command.value}' is quarantined: {self.worker.quarantined[command.value]}"
+                )
+        if isinstance(command, SetGovernorMode) and command.value == "pinned" and not self.worker.active_variant:
+            raise CommandRejected("nothing to pin yet: no variant is running")
+        self._commands.put(command)
+        self._wake.set()
+
+    def _apply_commands(self) -> None:
+        changed = False
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            self._apply_command(command)
+            changed = True
+        if changed:
+            if self.governor is not None:
+                self.governor.set_policy(self.controls.policy)
+            self._tick(time.monotonic())
+            self._publish_state(force=True)
+
+    def _apply_command(self, command: Command) -> None:
+        controls, now = self.controls, time.monotonic()
+        if isinstance(command, SetGovernorMode):
+            pin = controls.policy.pinned_variant or self.worker.active_variant
+            controls.policy = controls.policy.model_copy(update={"mode": command.value, "pinned_variant": pin})
+        elif isinstance(command, SetVariant):
+            if command.value is None:
+                mode = controls.configured_mode if controls.configured_mode != "pinned" else "auto"
+                controls.policy = controls.policy.model_copy(update={"mode": mode})
+            else:
+                controls.policy = controls.policy.model_copy(update={"mode": "pinned", "pinned_variant": command.value})
+                if self.governor is None:
+                    self.worker.request(command.value)
+        elif isinstance(command, SetAccuracyFloor):
+            controls.needs = controls.needs.apply(FloorCommand(floor=command.value, for_s=command.expires_s), now)
+        elif isinstance(command, SetFps):
+            fps_min = min(controls.policy.fps_min, command.value)
+            controls.policy = controls.policy.model_copy(update={"fps_target": command.value, "fps_min": fps_min})
+            if self.governor is None:
+                self.producer.fps_limit = command.value
+        elif isinstance(command, SetPaused):
+            controls.paused = command.value
+            self.worker.pause(command.value)
+            self.producer.paused = command.value
+
+    # --- reload -----------------------------------------------------------------------------------------------
+
+    def _reload_config(self) -> None:
+        """SIGHUP: apply what can change live; an invalid file is rejected and the running config kept."""
+        if self.config_path is None:
+            log.warning("SIGHUP ignored: running the embedded demo config, there is no file to reload")
+            return
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            self._error = f"config reload rejected, still running the previous config: {exc.problems[0]}"
+            log.error("%s (%d problems)", self._error, len(exc.problems))
+            self._publish_state(force=True)
+            self.notifier.ready("reload rejected")
+            return
+        live = {"governor", "detection", "logging"}
+        needs_restart = [
+            name
+            for name in EdgedConfig.model_fields
+            if name not in live and getattr(new, name) != getattr(self.config, name)
+        ]
+        needs = AccuracyNeeds(base=new.governor.accuracy_floor, overrides=self.controls.needs.overrides)
+        self.controls = Controls(
+            new.governor, new.governor.mode, needs, self.controls.paused, self.controls.quarantined
+        )
+        if self.governor is not None:
+            self.governor.set_policy(new.governor)
+        for detector in self.worker.loaded_detectors():
+            detector.postprocess = new.detection
+        configure_logging(new.logging.level, new.logging.format)
+        self.config = new.model_copy(update={name: getattr(self.config, name) for name in needs_restart})
+        self._error = (
+            f"reloaded; these sections changed but need a restart to apply: {', '.join(needs_restart)}"
+            if needs_restart
+            else None
+        )
+        log.info("config reloaded%s", f" ({self._error})" if needs_restart else "")
+        self._publish_state(force=True)
+        self.notifier.ready("reloaded")
+
+    # --- callbacks from other threads -------------------------------------------------------------------------
+
+    def _on_result(self, result: FrameResult) -> None:
+        """Inference thread: account, drain the simulated battery, hand the frame to the outbox."""
+        found = result.detections
+        self.frames.record(result.variant, result.index, found.latency_ms, found.inference_ms, result.finished)
+        simulated = self.power.source("simulated")  # opened by the sampler's first read
+        if isinstance(simulated, SimulatedBattery):
+            profile = self._profile_of(result.variant)
+            simulated.record_inference(profile.energy_mj if profile else None)
+        message = DetectionsMessage(
+            device=self.config.mqtt.device_id,
+            source=result.source,
+            frame=self.frame_counter.base + result.index,
+            captured_at=result.timestamp,
+            variant=result.variant,
+            latency_ms=round(found.latency_ms, 2),
+            energy_mj=self._energy_mj.get(result.variant),
+            width=found.width,
+            height=found.height,
+            objects=found.objects(result.labels),
+        )
+        if self.link:
+            self.link.publish_detections(message)
+        else:
+            print(message.model_dump_json(by_alias=True), flush=True)
+
+    def _on_worker_event(self, event: WorkerEvent) -> None:
+        if event.kind == "source_finished":
+            self._finished.set()
+            self._wake.set()
+        elif event.kind == "quarantined" and event.variant:
+            self.controls.quarantined[event.variant] = event.detail
+            if self.governor is not None:
+                usable = [p for p in self.profiles if p.id not in self.worker.quarantined]
+                self.governor.set_variants(usable)
+            self._wake.set()
+
+    def _on_source_status(self, status: SourceStatus) -> None:
+        self._source_status = status.state
+        self._error = None if status.state == "streaming" else f"source {status.state}: {status.detail}"
+        if status.state == "failed":
+            self._finished.set()
+        self._wake.set()
+
+    def _on_power_reading(self, reading: PowerReading) -> None:
+        self.power_window.record(reading)
+
+    def _on_power_event(self, event: PowerEvent) -> None:
+        log.info("power: %s", event.message)
+
+    # --- publishing -------------------------------------------------------------------------------------------
+
+    def _publish_state(self, force: bool = False) -> None:
+        if not self.link:
+            return
+        now = time.monotonic()
+        power = self.power_window.latest()
+        needs = self.controls.needs
+        expires = needs.expires_at(now)
+        decision = self.governor.last if self.governor else None
+        state = StateMessage(
+            device=self.config.mqtt.device_id,
+            at=time.time(),
+            variant=self.worker.active_variant,
+            mode=self.controls.policy.mode if self.governor else "pinned",
+            accuracy_floor=needs.floor_at(now),
+            accuracy_floor_expires_at=time.time() + (expires - now) if expires is not None else None,
+            fps=decision.fps if decision else self.controls.policy.fps_target,
+            paused=self.controls.paused,
+            battery_pct=power.battery.battery_pct if power.battery else None,
+            power_w=power.power.power_w if power.power else None,
+            power_quality=power.power.quality if power.power else None,
+            last_decision=self._last_decision,
+            quarantined=dict(self.worker.quarantined),
+            source_status="ok" if self._source_status in ("streaming", "finished") else self._source_status,
+            error=self._error or self._governor_note(),
+        )
+        self.link.publish_state(state)
+
+    def _publish_stats(self) -> None:
+        if not self.link:
+            return
+        p50, p95 = self.frames.latency_percentiles()
+        recent = self.frames.recent_fps(time.monotonic())
+        self.link.publish_stats(
+            PipelineStats(
+                fps=recent,
+                latency_p50_ms=p50,
+                latency_p95_ms=p95,
+                frames_processed=self.frames.processed,
+                frames_dropped=self.queue.dropped,
+            )
+        )
+        self.notifier.status(
+            f"{self.worker.active_variant} at {recent:.1f} fps, {self.frames.processed} frames, "
+            f"{self.queue.dropped} dropped, outbox {self.link.outbox_depth}"
+        )
+
+    def _publish_power(self) -> None:
+        power = self.power_window.latest()
+        sample = power.power or power.battery
+        if self.link and sample is not None:
+            self.link.publish_power(PowerMessage.from_sample(self.config.mqtt.device_id, sample))
+
+    # --- helpers ----------------------------------------------------------------------------------------------
+
+    def _open_detector(self, variant: str) -> Detector:
+        return self.zoo.open_detector(variant, self.config.engine, self.config.detection)
+
+    def _first_variant(self) -> str:
+        """The governor's first choice when it can decide; else the configured or first variant."""
+        if self.governor is not None:
+            self.power.step()
+            now = time.monotonic()
+            period = self.frames.take_period(now)
+            inputs = governor_inputs(
+                now, period, self.power_window.take_period(), self.controls.needs.floor_at(now), None, self._mission_end
+            )
+            decision = self.governor.tick(inputs)
+            self._last_decision = DecisionSummary(
+                from_variant=None, to_variant=decision.variant, reason=decision.reason, at=time.time()
+            )
+            self.producer.fps_limit = decision.fps
+            if decision.variant:
+                return decision.variant
+        if self.config.zoo.variant:
+            self.zoo.variant(self.config.zoo.variant)  # a typo fails here, naming the zoo's variants
+            return self.config.zoo.variant
+        return self.zoo.variants[0].id
+
+    def _profiles(self, zoo: Zoo) -> tuple[list[VariantProfile], str | None]:
+        """The variants' profiles for this device class; none usable -> no governor (stated in `state`)."""
+        classes = sorted({key for v in zoo.variants for key in v.profiles})
+        wanted = self.config.zoo.device_class or detect_device_class()
+        chosen = wanted if wanted in classes else (classes[0] if classes else None)
+        if chosen is None:
+            log.warning("the zoo has no measured profiles: the governor is off, running one variant")
+            return [], None
+        if chosen != wanted:
+            log.warning("no profiles for device class %s; using %s (the governor corrects them online)", wanted, chosen)
+        try:
+            return profiles_from_variants(zoo.variants, chosen), chosen
+        except EdgedError as exc:
+            log.warning("governor off: %s", exc)
+            return [], None
+
+    def _profile_of(self, variant: str) -> VariantProfile | None:
+        return next((p for p in self.profiles if p.id == variant), None)
+
+    def _governor_note(self) -> str | None:
+        if self.governor is None:
+            return "governor off: the zoo has no complete profiles (accuracy, latency, energy) for this device"
+        return None
+
+    def _state_dir(self) -> Path:
+        return self.config.mqtt.outbox_path.parent
+
+    def _drops_frames(self) -> bool:
+        source = self.config.source
+        return not (isinstance(source, FileSource) and not source.realtime)
+
+
+def run_daemon(config: EdgedConfig, config_path: Path | None) -> int:
+    configure_logging(config.logging.level, config.logging.format)
+    return Daemon(config, config_path).run()

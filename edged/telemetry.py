@@ -1,0 +1,140 @@
+"""What the pipeline measured since the last control tick, handed from the worker and sampler threads to the
+control loop — and turned into the governor's plain-number inputs there.
+
+Each collector is written by one thread and drained by the control loop; a lock guards the hand-over.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass
+
+from edged.governor import GovernorInputs
+from edged.power import PowerReading, PowerSample
+
+
+@dataclass(frozen=True)
+class FramePeriod:
+    """The frames processed between two control ticks."""
+
+    frames: int
+    seconds: float
+    inference_median_ms: float | None  # the engine alone: what profiles measure
+    variant: str | None  # the variant that processed most of them
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class FrameStats:
+    """Fed per frame by the worker; drained per tick by the control loop; keeps a window for `stats` messages."""
+
+    def __init__(self, window: int = 500) -> None:
+        self._lock = threading.Lock()
+        self._latencies: deque[float] = deque(maxlen=window)  # end-to-end ms, for p50/p95
+        self._period_inference: list[float] = []
+        self._period_variants: Counter[str] = Counter()
+        self._period_start: float | None = None
+        self._recent: deque[float] = deque(maxlen=window)  # monotonic completion times, for the recent fps
+        self.processed = 0
+        self.last_index = -1  # the highest source frame index processed
+
+    def record(self, variant: str, index: int, latency_ms: float, inference_ms: float, done_at: float) -> None:
+        with self._lock:
+            self._recent.append(done_at)
+            self.last_index = max(self.last_index, index)
+            self._latencies.append(latency_ms)
+            self._period_inference.append(inference_ms)
+            self._period_variants[variant] += 1
+            self.processed += 1
+
+    def take_period(self, now: float) -> FramePeriod:
+        with self._lock:
+            start = self._period_start if self._period_start is not None else now
+            inference, variants = self._period_inference, self._period_variants
+            self._period_inference, self._period_variants = [], Counter()
+            self._period_start = now
+        return FramePeriod(
+            frames=len(inference),
+            seconds=now - start,
+            inference_median_ms=statistics.median(inference) if inference else None,
+            variant=variants.most_common(1)[0][0] if variants else None,
+        )
+
+    def recent_fps(self, now: float, span_s: float = 10.0) -> float:
+        with self._lock:
+            recent = [t for t in self._recent if t >= now - span_s]
+        return len(recent) / span_s
+
+    def latency_percentiles(self) -> tuple[float | None, float | None]:
+        with self._lock:
+            values = sorted(self._latencies)
+        if not values:
+            return None, None
+        return values[len(values) // 2], values[min(len(values) - 1, int(len(values) * 0.95))]
+
+
+@dataclass(frozen=True)
+class PowerPeriod:
+    mean_power_w: float | None
+    power: PowerSample | None  # the latest sample of the power role
+    battery: PowerSample | None  # the latest sample of the battery role
+
+
+class PowerWindow:
+    """Fed by the power sampler's thread; the mean power since the last tick, and the latest battery."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._powers: list[float] = []
+        self._power: PowerSample | None = None
+        self._battery: PowerSample | None = None
+
+    def record(self, reading: PowerReading) -> None:
+        with self._lock:
+            if reading.power is not None and reading.power.power_w is not None:
+                self._powers.append(reading.power.power_w)
+            self._power = reading.power
+            self._battery = reading.battery
+
+    def take_period(self) -> PowerPeriod:
+        with self._lock:
+            powers, self._powers = self._powers, []
+            return PowerPeriod(statistics.fmean(powers) if powers else None, self._power, self._battery)
+
+    def latest(self) -> PowerPeriod:
+        """The latest samples, without draining the period."""
+        with self._lock:
+            return PowerPeriod(None, self._power, self._battery)
+
+
+def governor_inputs(
+    now_s: float,
+    frames: FramePeriod,
+    power: PowerPeriod,
+    floor: float,
+    floor_expires_s: float | None,
+    mission_end_s: float | None,
+) -> GovernorInputs:
+    """Adapt one tick's measurements to the governor; whatever is unknown stays None."""
+    battery = power.battery
+    capacity = None
+    if battery is not None and battery.battery_wh is not None and battery.battery_pct:
+        capacity = battery.battery_wh / (battery.battery_pct / 100.0)
+    return GovernorInputs(
+        now_s=now_s,
+        battery_wh=battery.battery_wh if battery else None,
+        battery_pct=battery.battery_pct if battery else None,
+        battery_capacity_wh=capacity,
+        charging=bool(battery and battery.charging),
+        power_w=power.mean_power_w,
+        latency_ms=frames.inference_median_ms,
+        measured_variant=frames.variant,
+        inference_fps=frames.fps if frames.seconds > 0 else None,
+        accuracy_floor=floor,
+        floor_expires_s=floor_expires_s,
+        mission_end_s=mission_end_s,
+    )

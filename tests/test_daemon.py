@@ -1,0 +1,301 @@
+"""The daemon end to end: a real mosquitto, real models, the demo clip; commands, switches, signals, faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from edged.config import EdgedConfig
+from edged.daemon import Daemon
+from tests.mqtt.conftest import Recorder, assert_in_order_without_gaps, wait_until
+from tests.mqtt_broker import Mosquitto, TcpRelay
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CLIP = ROOT / "edged" / "demo" / "vtest_10s.mp4"
+SCHEMAS = ROOT / "edged" / "mqtt" / "schemas"
+DEVICE = "cam1"
+
+
+def config_dict(zoo: Path, broker: Mosquitto, state: Path, **sections: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "source": {"type": "file", "path": str(DEMO_CLIP), "realtime": False},
+        "zoo": {"path": str(zoo), "device_class": "ci-test"},
+        "governor": {"min_dwell_s": 0, "fps_target": 5, "fps_min": 1},
+        "mqtt": {
+            "host": "127.0.0.1",
+            "port": broker.port,
+            "device_id": DEVICE,
+            "outbox_path": str(state / "outbox.sqlite3"),
+            "discovery_prefix": None,
+        },
+    }
+    for name, value in sections.items():
+        config[name] = {**config.get(name, {}), **value}
+    return config
+
+
+class Running:
+    """A Daemon on a thread, stopped at the end of the test."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.daemon = Daemon(EdgedConfig.model_validate(config))
+        self.thread = threading.Thread(target=self.daemon.run, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.daemon.request_stop()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+def schema(name: str) -> dict[str, Any]:
+    return json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+
+
+@pytest.fixture
+def broker(tmp_path: Path):
+    with Mosquitto(tmp_path / "broker") as running:
+        yield running
+
+
+@pytest.fixture
+def recorder(broker: Mosquitto):
+    made = Recorder(broker, f"edged/{DEVICE}/#", client_id="test-recorder")
+    yield made
+    made.close()
+
+
+def detections(recorder: Recorder) -> list[dict[str, Any]]:
+    return [m.json() for m in recorder.on(f"edged/{DEVICE}/detections")]
+
+
+def test_every_frame_of_the_video_arrives_in_the_contract(profiled_zoo, broker, recorder, tmp_path):
+    run = Running(
+        config_dict(profiled_zoo, broker, tmp_path, governor={"mode": "pinned", "pinned_variant": "fastestdet-352"})
+    )
+    run.daemon._finished.wait(60)
+    run.stop()
+    wait_until(lambda: len(detections(recorder)) >= 100, 20, "100 detections")
+    messages = detections(recorder)
+    assert [m["frame"] for m in messages] == list(range(100))
+    for message in messages:
+        jsonschema.validate(message, schema("detections"))
+    assert {m["variant"] for m in messages} == {"fastestdet-352"}
+    assert sum(len(m["objects"]) for m in messages) > 100, "vtest is full of pedestrians"
+    states = [m.json() for m in recorder.on(f"edged/{DEVICE}/state")]
+    for state in states:
+        jsonschema.validate(state, schema("state"))
+    assert [m.payload for m in recorder.on(f"edged/{DEVICE}/availability")] == [b"online", b"stopped"]
+
+
+def test_variant_command_switches_without_dropping_a_frame(profiled_zoo, broker, recorder, tmp_path):
+    source = {"realtime": True, "loop": True}
+    run = Running(config_dict(profiled_zoo, broker, tmp_path, source=source, governor={"fps_target": 10}))
+    wait_until(lambda: len(detections(recorder)) >= 10, 30, "the first detections")
+    first = detections(recorder)[-1]["variant"]
+    target = "fastestdet-352" if first != "fastestdet-352" else "nanodet-m-320"
+    recorder.client.publish(f"edged/{DEVICE}/set/variant", target, qos=1)
+    wait_until(lambda: detections(recorder)[-1]["variant"] == target, 20, f"frames from {target}")
+    wait_until(lambda: sum(m["variant"] == target for m in detections(recorder)) >= 10, 20, "10 frames after it")
+    run.stop()
+    messages = detections(recorder)
+    frames = [m["frame"] for m in messages]
+    assert frames == list(range(frames[0], frames[0] + len(frames))), "no frame lost across the switch"
+    (result,) = [m.json() for m in recorder.on(f"edged/{DEVICE}/set/variant/result")]
+    assert result["ok"] is True and result["value"] == target
+    state = recorder.on(f"edged/{DEVICE}/state")[-1].json()
+    assert state["mode"] == "pinned" and state["variant"] == target
+
+
+def test_simulated_battery_forces_a_switch_down_without_dropping_a_frame(profiled_zoo, broker, recorder, tmp_path):
+    """Above 95 % there is no limit (nanodet, the most accurate); below, a 0.8 W band only fastestdet fits."""
+    power = {"sources": [{"type": "simulated", "capacity_wh": 0.01, "idle_w": 0.5}], "sample_hz": 10}
+    governor = {"battery_bands": [{"below_pct": 95, "budget_w": 0.8}], "fps_target": 5}
+    run = Running(
+        config_dict(
+            profiled_zoo, broker, tmp_path, source={"realtime": True, "loop": True}, power=power, governor=governor
+        )
+    )
+    wait_until(
+        lambda: any(
+            m.json()["to_variant"] == "fastestdet-352" for m in recorder.on(f"edged/{DEVICE}/governor/decision")
+        ),
+        30,
+        "the switch down",
+    )
+    wait_until(lambda: detections(recorder)[-1]["variant"] == "fastestdet-352", 10, "frames after the switch")
+    run.stop()
+    variants = [m["variant"] for m in detections(recorder)]
+    assert variants[0] == "nanodet-m-320" and variants[-1] == "fastestdet-352"
+    frames = [m["frame"] for m in detections(recorder)]
+    assert frames == list(range(frames[0], frames[0] + len(frames)))
+    decision = next(
+        m.json() for m in recorder.on(f"edged/{DEVICE}/governor/decision") if m.json()["to_variant"] == "fastestdet-352"
+    )
+    jsonschema.validate(decision, schema("decision"))
+    assert (
+        decision["inputs"]["budget_basis"] == "band"
+        and "0.8" in decision["reason"] + decision["inputs"]["budget_detail"]
+    )
+    state = recorder.on(f"edged/{DEVICE}/state")[-1].json()
+    assert state["power_quality"] == "simulated"
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "error"),
+    [
+        ("accuracy_floor", b"{not json", "invalid JSON"),
+        ("accuracy_floor", b"1.7", "less than or equal to 1"),
+        ("variant", b"yolo9000", "no variant 'yolo9000'"),
+        ("fps", b"true", ""),
+        ("teleport", b"1", "unknown command"),
+        ("paused", b"x" * 100_000, "too large"),
+    ],
+)
+def test_bad_commands_are_answered_and_change_nothing(profiled_zoo, broker, recorder, tmp_path, name, payload, error):
+    run = Running(config_dict(profiled_zoo, broker, tmp_path, source={"realtime": True, "loop": True}))
+    wait_until(lambda: len(recorder.on(f"edged/{DEVICE}/state")) >= 1, 20, "the first state")
+    before = run.daemon.controls.policy, run.daemon.controls.needs, run.daemon.controls.paused
+    recorder.client.publish(f"edged/{DEVICE}/set/{name}", payload, qos=1)
+    (reply,) = recorder.wait_for(f"edged/{DEVICE}/set/{name}/result")
+    result = reply.json()
+    assert result["ok"] is False and error.lower() in result["error"].lower()
+    time.sleep(0.3)
+    assert (run.daemon.controls.policy, run.daemon.controls.needs, run.daemon.controls.paused) == before
+    assert run.thread.is_alive()
+    run.stop()
+
+
+def test_floor_command_with_expiry_is_applied_and_reverts(profiled_zoo, broker, recorder, tmp_path):
+    run = Running(config_dict(profiled_zoo, broker, tmp_path, source={"realtime": True, "loop": True}))
+    recorder.wait_for(f"edged/{DEVICE}/state")
+    recorder.client.publish(f"edged/{DEVICE}/set/accuracy_floor", json.dumps({"value": 0.25, "expires_s": 2}), qos=1)
+    (reply,) = recorder.wait_for(f"edged/{DEVICE}/set/accuracy_floor/result")
+    assert reply.json()["ok"] is True
+    wait_until(lambda: recorder.on(f"edged/{DEVICE}/state")[-1].json()["accuracy_floor"] == 0.25, 10, "floor 0.25")
+    assert recorder.on(f"edged/{DEVICE}/state")[-1].json()["accuracy_floor_expires_at"] is not None
+    wait_until(lambda: run.daemon.controls.needs.floor_at(time.monotonic()) == 0.0, 10, "the floor to revert")
+    run.stop()
+
+
+# --- as a process: signals and kill -9 ------------------------------------------------------------------------
+
+
+def start_process(config: dict[str, Any], path: Path) -> subprocess.Popen:
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "edged", "run", "-c", str(path)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_sigterm_publishes_stopped_and_kill_9_leaves_offline(profiled_zoo, broker, recorder, tmp_path):
+    config = config_dict(profiled_zoo, broker, tmp_path, source={"realtime": True, "loop": True})
+    process = start_process(config, tmp_path / "edged.yaml")
+    try:
+        wait_until(lambda: len(detections(recorder)) >= 5, 30, "detections from the process")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        wait_until(lambda: recorder.on(f"edged/{DEVICE}/availability")[-1].payload == b"stopped", 10, "stopped")
+        process = start_process(config, tmp_path / "edged.yaml")
+        wait_until(lambda: recorder.on(f"edged/{DEVICE}/availability")[-1].payload == b"online", 30, "online again")
+        process.kill()
+        process.wait(10)
+        wait_until(lambda: recorder.on(f"edged/{DEVICE}/availability")[-1].payload == b"offline", 60, "last will")
+    finally:
+        process.kill()
+
+
+def test_kill_9_and_restart_replays_the_outbox_and_keeps_frame_numbers_rising(profiled_zoo, broker, tmp_path):
+    """Frames stored while the broker was away survive a kill -9 and go out, in order, after a restart."""
+    recorder = Recorder(broker, f"edged/{DEVICE}/detections", client_id="late", persistent=True)
+    config = config_dict(profiled_zoo, broker, tmp_path, source={"realtime": True, "loop": True})
+    process = start_process(config, tmp_path / "edged.yaml")
+    try:
+        wait_until(lambda: len(recorder.messages) >= 5, 30, "first detections")
+        broker.stop()
+        seen_before_outage = max(m.json()["frame"] for m in recorder.messages)
+        time.sleep(2.0)  # frames pile up in the outbox (5 fps)
+        process.kill()
+        process.wait(10)
+        broker.start()
+        process = start_process(config, tmp_path / "edged.yaml")
+        wait_until(lambda: len(recorder.messages) >= 40, 60, "replayed and new detections")
+    finally:
+        process.kill()
+        recorder.close()
+    frames = [m.json()["frame"] for m in recorder.messages]
+    first_run = [f for f in frames if f < 10_000]
+    assert_in_order_without_gaps(first_run, max(first_run) + 1)
+    assert max(first_run) >= seen_before_outage + 5, "the frames stored during the outage were replayed"
+    later = [f for f in frames if f >= 10_000]
+    assert later and later == sorted(later), "the restarted daemon numbers above the first run"
+
+
+def test_network_cut_mid_run_loses_no_frame(profiled_zoo, broker, recorder, tmp_path):
+    """The daemon's connection is cut (broker alive) and restored: every frame arrives, in order."""
+    relay = TcpRelay(broker.port)
+    config = config_dict(profiled_zoo, broker, tmp_path, source={"realtime": True, "loop": True})
+    config["mqtt"]["port"] = relay.port
+    run = Running(config)
+    try:
+        wait_until(lambda: len(detections(recorder)) >= 5, 30, "first detections")
+        relay.hold()  # what the daemon sends now is never acknowledged
+        time.sleep(0.5)
+        relay.refuse()  # the connection drops; reconnects are turned away
+        time.sleep(1.5)
+        relay.admit()
+        count = run.daemon.frames.processed
+        wait_until(lambda: run.daemon.frames.processed >= count + 10, 30, "more frames after the cut")
+        run.stop()  # flushes the outbox
+        expected = run.daemon.frames.last_index + 1
+        wait_until(lambda: max(m["frame"] for m in detections(recorder)) >= expected - 1, 20, "every frame")
+    finally:
+        relay.close()
+    assert_in_order_without_gaps([m["frame"] for m in detections(recorder)], expected)
+
+
+def test_sighup_with_an_invalid_config_keeps_the_running_one(profiled_zoo, broker, recorder, tmp_path):
+    path = tmp_path / "edged.yaml"
+    config = config_dict(
+        profiled_zoo, broker, tmp_path, source={"realtime": True, "loop": True}, governor={"accuracy_floor": 0.0}
+    )
+    process = start_process(config, path)
+    try:
+        wait_until(lambda: len(detections(recorder)) >= 3, 30, "detections")
+        path.write_text(path.read_text().replace("accuracy_floor: 0.0", "accuracy_floor: 7"))
+        process.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: "reload rejected" in (recorder.on(f"edged/{DEVICE}/state")[-1].json()["error"] or ""),
+            15,
+            "the rejection on state",
+        )
+        count = len(detections(recorder))
+        wait_until(lambda: len(detections(recorder)) > count + 5, 15, "frames still flowing")
+        assert process.poll() is None
+        path.write_text(yaml.safe_dump({**config, "governor": {**config["governor"], "accuracy_floor": 0.2}}))
+        process.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: recorder.on(f"edged/{DEVICE}/state")[-1].json()["accuracy_floor"] == 0.2,
+            15,
+            "the valid reload applied",
+        )
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        process.kill()
