@@ -70,6 +70,9 @@ class Mosquitto:
             "log_dest stderr",
             "log_type error",
             "log_type warning",
+            # mosquitto queues 1,000 messages per subscriber by default and silently drops beyond: a test recorder
+            # that falls behind a fast publisher on a loaded machine would then see gaps that are not ours.
+            "max_queued_messages 0",
         ]
         if persistence:
             lines += ["persistence true", f"persistence_location {self.workdir}/", "autosave_interval 1"]

@@ -35,7 +35,7 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 def durable_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """Keeps sessions across a clean restart (SIGTERM) and queues without limit for a subscriber that is away.
     Stop it only when nothing is in flight: mosquitto may acknowledge a message during shutdown and then lose it."""
-    with Mosquitto(tmp_path / "broker", persistence=True, extra_config=["max_queued_messages 0"]) as running:
+    with Mosquitto(tmp_path / "broker", persistence=True) as running:
         yield running
 
 
