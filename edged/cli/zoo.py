@@ -24,7 +24,7 @@ from edged.cli.args import (
 
 if TYPE_CHECKING:
     from edged.zoo.build.factory import BuildReport
-    from edged.zoo.profile import ProfileReport
+    from edged.zoo.profile import EnergyMeter, ProfileReport
 
 INT8_HELP = """\
 int8: ONNX Runtime static quantization (QDQ, per-channel weights, U8 activations), calibrated on a folder of
@@ -150,7 +150,8 @@ def register_profile(sub: argparse._SubParsersAction) -> None:
         help="latency, size, params, MACs and energy of variants on this device",
         description="Measure each variant on this device: model-only latency p50/p95 over --runs after "
         "--warmup (rounds alternate between variants, so they are compared in the same run), file size, "
-        "parameters and MACs (from the ONNX graph), and energy per inference. Without a power meter energy is "
+        "parameters and MACs (from the ONNX graph), and energy per inference: MEASURED when a power source "
+        "that measures is found (RAPL, INA219/3221, a battery gauge; idle power subtracted), otherwise "
         "ESTIMATED as latency x --assumed-power-w and labelled so. Figures are written into the manifest "
         "under the device class.",
     )
@@ -162,7 +163,8 @@ def register_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--assumed-power-w",
         type=float,
-        help="active power assumed for the energy estimate (default 5 W: a guess, labelled as one)",
+        help="active power assumed for the energy estimate (default 5 W: a guess, labelled as one); "
+        "implies the estimate even where a power meter exists",
     )
     add_device_class_arg(p)
     p.add_argument("--no-save", action="store_true", help="print only; leave the manifest as it is")
@@ -325,8 +327,23 @@ def _render_build(report: BuildReport) -> str:
     return render_build(report)
 
 
+def _energy_meter(assumed_power_w: float | None) -> EnergyMeter:
+    """A measured source when the device has one (and no assumption was asked for); else the labelled estimate."""
+    from edged.power.window_meter import WindowEnergyMeter, measured_source
+    from edged.zoo.profile import AssumedPowerMeter
+
+    if assumed_power_w is not None:
+        return AssumedPowerMeter(assumed_power_w)
+    source = measured_source()
+    if source is None:
+        print("no power meter found (edged power probe says why): energy is estimated", file=sys.stderr)
+        return AssumedPowerMeter()
+    print(f"energy measured with {source.id}", file=sys.stderr)
+    return WindowEnergyMeter(source)
+
+
 def _run_zoo_profile(args: argparse.Namespace) -> int:
-    from edged.zoo.profile import AssumedPowerMeter, ProfileSettings, profile_zoo, record_profiles
+    from edged.zoo.profile import ProfileSettings, profile_zoo, record_profiles
     from edged.zoo.report import render_profile
 
     zoo = load_zoo(args.zoo)
@@ -336,7 +353,7 @@ def _run_zoo_profile(args: argparse.Namespace) -> int:
     settings = ProfileSettings(
         runs=args.runs, warmup=args.warmup, threads=args.threads, device_class=_device_class(args)
     )
-    meter = AssumedPowerMeter() if args.assumed_power_w is None else AssumedPowerMeter(args.assumed_power_w)
+    meter = _energy_meter(args.assumed_power_w)
     report: ProfileReport = profile_zoo(zoo, variant_ids, settings, meter, progress=not args.json)
     if not args.no_save:
         record_profiles(zoo, report)

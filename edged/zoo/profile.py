@@ -50,10 +50,23 @@ class EnergyWindow:
     method: str
 
 
+class MeasuredEnergy(Protocol):
+    """What a meter reports for one window (EnergyWindow here, edged.power's MeasuredWindow for a real meter)."""
+
+    @property
+    def joules(self) -> float: ...
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def quality(self) -> EnergyQuality: ...
+    @property
+    def method(self) -> str: ...
+
+
 class EnergyMeter(Protocol):
     """The seam for edged.power: run `work` (some inferences) and report the energy it took."""
 
-    def measure(self, work: Callable[[], None]) -> EnergyWindow: ...
+    def measure(self, work: Callable[[], None]) -> MeasuredEnergy: ...
 
 
 class AssumedPowerMeter:
@@ -211,9 +224,9 @@ def cpu_model() -> str:
 
 def _time_rounds(
     detectors: dict[str, Detector], settings: ProfileSettings, meter: EnergyMeter, progress: bool
-) -> dict[str, tuple[list[float], list[EnergyWindow]]]:
+) -> dict[str, tuple[list[float], list[MeasuredEnergy]]]:
     tensors = {variant_id: _probe_tensor(d) for variant_id, d in detectors.items()}
-    results: dict[str, tuple[list[float], list[EnergyWindow]]] = {v: ([], []) for v in detectors}
+    results: dict[str, tuple[list[float], list[MeasuredEnergy]]] = {v: ([], []) for v in detectors}
     per_round = [len(chunk) for chunk in np.array_split(np.arange(settings.runs), settings.rounds) if len(chunk)]
     bar = tqdm(total=settings.runs * len(detectors), desc="profiling", unit="inf", disable=not progress)
     with bar:
@@ -250,7 +263,7 @@ def _latency(latencies: list[float], threads: int) -> LatencyProfile:
     )
 
 
-def _energy(windows: list[EnergyWindow], inferences: int) -> EnergyProfile:
+def _energy(windows: list[MeasuredEnergy], inferences: int) -> EnergyProfile:
     qualities = {w.quality for w in windows}
     quality: EnergyQuality = qualities.pop() if len(qualities) == 1 else "estimated"  # mixed: no better than a guess
     joules = sum(w.joules for w in windows)
