@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 from pydantic import BaseModel, Field
+
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class DetectedObject(BaseModel):
@@ -14,7 +17,7 @@ class DetectedObject(BaseModel):
     label: str
     class_id: int = Field(ge=0)
     score: float = Field(ge=0.0, le=1.0)
-    box: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2, normalised to 0..1 of the image")
+    box: tuple[Unit, Unit, Unit, Unit] = Field(description="x1, y1, x2, y2, normalised to 0..1 of the image")
 
 
 @dataclass(frozen=True)
