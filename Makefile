@@ -4,10 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= dev,tools,tflite,mavlink,demo
 STAMP := $(VENV)/.installed-$(shell echo $(EXTRAS) | tr ',' '-')
-DEMO_ZOO ?= deploy/zoos/coco-reference
-DEMO_VARIANT ?= yolox-nano-416
+DEMO_ZOO ?= model_zoo
 
-.PHONY: install test lint format demo bench clean
+.PHONY: install test lint format demo demo-detect bench clean
 
 install: $(STAMP)
 
@@ -31,9 +30,13 @@ format: install
 	$(BIN)/ruff format edged tests
 	$(BIN)/ruff check --fix edged tests
 
+# The daemon's embedded demo (Ctrl-C stops it); `make demo-detect` writes an annotated clip instead.
 demo: install
+	$(BIN)/edged run
+
+demo-detect: install
 	@mkdir -p out
-	$(BIN)/edged detect edged/demo/vtest_10s.mp4 --zoo $(DEMO_ZOO) --variant $(DEMO_VARIANT) --annotate out/demo.mp4
+	$(BIN)/edged detect edged/demo/vtest_10s.mp4 --zoo $(DEMO_ZOO) --annotate out/demo.mp4
 	@echo "annotated video: out/demo.mp4"
 
 clean:
