@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from edged import __version__
 from edged.cli import config, detect, governor, power, run, watch, zoo
-from edged.errors import EdgedError
+from edged.errors import ConfigError, EdgedError
 
 # TFLite's C++ logging would otherwise print an INFO line per interpreter on stderr.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -46,6 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
+    except ConfigError as exc:  # a document with problems: one line each, with its line number
+        count = len(exc.problems)
+        print(f"edged: error: {count} problem{'s' if count != 1 else ''}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
     except EdgedError as exc:
         print(f"edged: error: {exc}", file=sys.stderr)
         return 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -26,16 +25,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _run_config_check(args: argparse.Namespace) -> int:
     from edged.config import load_config
-    from edged.errors import ConfigError
 
-    try:
-        config = load_config(args.file)
-    except ConfigError as exc:
-        count = len(exc.problems)
-        print(f"{args.file}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
+    config = load_config(args.file)  # problems: printed by edged.cli.main, one per line
     if args.show:
         print(json.dumps(config.model_dump(mode="json"), indent=2))
     else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -31,19 +30,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
-    from edged.errors import ConfigError
     from edged.governor.report import render_report
     from edged.governor.scenario import load_scenario
     from edged.governor.simulate import simulate
 
-    try:
-        loaded = load_scenario(args.scenario)
-    except ConfigError as exc:
-        count = len(exc.problems)
-        print(f"{args.scenario}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
+    loaded = load_scenario(args.scenario)
     simulation = simulate(loaded)
     if args.plot:
         from edged.governor.plot import plot_simulation
