@@ -17,7 +17,7 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -71,7 +71,6 @@ class Controls:
     configured_mode: str
     needs: AccuracyNeeds
     paused: bool = False
-    quarantined: dict[str, str] = field(default_factory=dict)
 
 
 class Daemon:
@@ -218,6 +217,10 @@ class Daemon:
                 self._energy_mj[variant] = energy.mj
         if self.governor is None:
             return
+        quarantined = self.worker.quarantined
+        usable = [p for p in self.profiles if p.id not in quarantined]
+        if len(usable) != len(self.governor.variants):
+            self.governor.set_variants(usable)
         needs = self.controls.needs.pruned(now)
         self.controls.needs = needs
         inputs = governor_inputs(now, period, power, needs.floor_at(now), needs.expires_at(now), self._mission_end)
@@ -249,10 +252,9 @@ class Daemon:
             known = {v.id for v in self.zoo.variants}
             if command.value not in known:
                 raise CommandRejected(f"no variant '{command.value}' (the zoo has: {', '.join(sorted(known))})")
-            if command.value in self.worker.quarantined:
-                raise CommandRejected(
-                    f"variant '{command.value}' is quarantined: {self.worker.quarantined[command.value]}"
-                )
+            quarantined = self.worker.quarantined
+            if command.value in quarantined:
+                raise CommandRejected(f"variant '{command.value}' is quarantined: {quarantined[command.value]}")
         if isinstance(command, SetGovernorMode) and command.value == "pinned" and not self.worker.active_variant:
             raise CommandRejected("nothing to pin yet: no variant is running")
         self._commands.put(command)
@@ -321,9 +323,7 @@ class Daemon:
             if name not in live and getattr(new, name) != getattr(self.config, name)
         ]
         needs = AccuracyNeeds(base=new.governor.accuracy_floor, overrides=self.controls.needs.overrides)
-        self.controls = Controls(
-            new.governor, new.governor.mode, needs, self.controls.paused, self.controls.quarantined
-        )
+        self.controls = Controls(new.governor, new.governor.mode, needs, self.controls.paused)
         if self.governor is not None:
             self.governor.set_policy(new.governor)
         for detector in self.worker.loaded_detectors():
@@ -370,12 +370,8 @@ class Daemon:
         if event.kind == "source_finished":
             self._finished.set()
             self._wake.set()
-        elif event.kind == "quarantined" and event.variant:
-            self.controls.quarantined[event.variant] = event.detail
-            if self.governor is not None:
-                usable = [p for p in self.profiles if p.id not in self.worker.quarantined]
-                self.governor.set_variants(usable)
-            self._wake.set()
+        elif event.kind == "quarantined":
+            self._wake.set()  # the control loop takes the variant out of the governor's choices
 
     def _on_source_status(self, status: SourceStatus) -> None:
         self._source_status = status.state
@@ -413,7 +409,7 @@ class Daemon:
             power_w=power.power.power_w if power.power else None,
             power_quality=power.power.quality if power.power else None,
             last_decision=self._last_decision,
-            quarantined=dict(self.worker.quarantined),
+            quarantined=self.worker.quarantined,
             source_status="ok" if self._source_status in ("streaming", "finished") else self._source_status,
             error=self._error or self._governor_note(),
         )

@@ -75,7 +75,7 @@ class InferenceWorker:
         self._load_signal = threading.Event()
         self._stop = threading.Event()
         self._paused = threading.Event()
-        self.quarantined: dict[str, str] = {}
+        self._quarantined: dict[str, str] = {}  # variant -> why; written under the lock
         self.frames_done = 0
         self._thread = threading.Thread(target=self._run, name="edged-inference", daemon=True)
         self._loader = threading.Thread(target=self._load_loop, name="edged-loader", daemon=True)
@@ -92,7 +92,7 @@ class InferenceWorker:
     def request(self, variant: str) -> None:
         """Switch to `variant` as soon as it is loaded; the latest request wins."""
         with self._lock:
-            if variant in self.quarantined:
+            if variant in self._quarantined:
                 return
             if variant == self._active and self._pending is None:
                 self._wanted = None
@@ -112,6 +112,12 @@ class InferenceWorker:
     @property
     def paused(self) -> bool:
         return self._paused.is_set()
+
+    @property
+    def quarantined(self) -> dict[str, str]:
+        """Variants that failed to load or run, and why (a copy: safe to read from any thread)."""
+        with self._lock:
+            return dict(self._quarantined)
 
     @property
     def active_variant(self) -> str | None:
@@ -193,7 +199,7 @@ class InferenceWorker:
     def _quarantine(self, variant: str, reason: str) -> None:
         log.error("variant %s quarantined: %s", variant, reason)
         with self._lock:
-            self.quarantined[variant] = reason
+            self._quarantined[variant] = reason
             detector = self._loaded.pop(variant, None)
             was_active = variant == self._active
             if was_active:
