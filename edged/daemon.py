@@ -416,23 +416,23 @@ class Daemon:
         self.link.publish_state(state)
 
     def _publish_stats(self) -> None:
-        if not self.link:
-            return
         p50, p95 = self.frames.latency_percentiles()
         recent = self.frames.recent_fps(time.monotonic())
-        self.link.publish_stats(
-            PipelineStats(
-                fps=recent,
-                latency_p50_ms=p50,
-                latency_p95_ms=p95,
-                frames_processed=self.frames.processed,
-                frames_dropped=self.queue.dropped,
-            )
-        )
+        outbox = f", outbox {self.link.outbox_depth}" if self.link else ""
         self.notifier.status(
             f"{self.worker.active_variant} at {recent:.1f} fps, {self.frames.processed} frames, "
-            f"{self.queue.dropped} dropped, outbox {self.link.outbox_depth}"
+            f"{self.queue.dropped} dropped{outbox}"
         )
+        if self.link:
+            self.link.publish_stats(
+                PipelineStats(
+                    fps=recent,
+                    latency_p50_ms=p50,
+                    latency_p95_ms=p95,
+                    frames_processed=self.frames.processed,
+                    frames_dropped=self.queue.dropped,
+                )
+            )
 
     def _publish_power(self) -> None:
         power = self.power_window.latest()

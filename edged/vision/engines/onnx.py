@@ -13,6 +13,10 @@ from edged.vision.engines.base import Engine, EngineOptions, Shape
 
 log = logging.getLogger(__name__)
 
+# ONNX Runtime otherwise writes a telemetry id under ~/.cache; a daemon on a camera has no business phoning home.
+if hasattr(ort, "disable_telemetry_events"):
+    ort.disable_telemetry_events()
+
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
