@@ -326,6 +326,10 @@ class Daemon:
         self.controls = Controls(new.governor, new.governor.mode, needs, self.controls.paused)
         if self.governor is not None:
             self.governor.set_policy(new.governor)
+        old = self.config.governor
+        if (new.governor.mission_minutes, new.governor.mission_end) != (old.mission_minutes, old.mission_end):
+            # a new mission counts from the reload (e.g. `systemctl reload edged` at take-off)
+            self._mission_end = mission_end_s(new.governor, time.monotonic(), dt.datetime.now().astimezone())
         for detector in self.worker.loaded_detectors():
             detector.postprocess = new.detection
         configure_logging(new.logging.level, new.logging.format)
