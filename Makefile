@@ -43,9 +43,16 @@ clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
 # Rebuild edged's own demo family (model_zoo/) from scratch on this CPU: trains, prunes, binarises, quantizes,
-# measures (about 3 hours on 2 cores). Resumable: checkpoints in out/zoo-build. Needs the [build] extra and ../shared.
+# measures (about 2 hours on 2 cores). Resumable: checkpoints in out/zoo-build. Needs the [build] extra and ../shared.
 .PHONY: zoo
 zoo: install
 	@$(BIN)/python -c "import torch, torch_pruning" 2>/dev/null || { \
 	  echo "make zoo needs the [build] extra: $(BIN)/pip install -e '.[build]'"; exit 1; }
 	$(BIN)/python -m edged.zoo.build.train.family --out model_zoo --shared $(or $(EDGED_SHARED),../shared)
+
+# Every benchmark (bench/), then a summary of ratios against DESIGN.md's quality bars: about 15 minutes with the
+# 10-minute soak (SOAK_MINUTES=0 skips it). BENCH_RESULTS=bench/RESULTS.md records the run for the README.
+SOAK_MINUTES ?= 10
+BENCH_RESULTS ?= out/bench/RESULTS.md
+bench: install
+	$(BIN)/python -m bench.run_all --zoo $(DEMO_ZOO) --soak-minutes $(SOAK_MINUTES) --results $(BENCH_RESULTS)

@@ -26,6 +26,8 @@ def demo_config() -> EdgedConfig:
             "source": {"type": "file", "path": str(DEMO_CLIP), "loop": True, "realtime": True},
             "zoo": {"path": str(default_zoo_path())},
             "governor": {"mission_minutes": 10, "fps_target": 5, "fps_min": 1, "min_dwell_s": 5},
+            # the shipped family's scores estimate box overlap and run lower than COCO models' (MODEL_CARD.md)
+            "detection": {"score_threshold": 0.25},
             # A small battery, so that the 10-minute demo mission makes the governor choose.
             "power": {"sources": [{"type": "simulated", "capacity_wh": 0.6, "start_pct": 100, "idle_w": 2.0}]},
             "mqtt": {

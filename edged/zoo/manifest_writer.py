@@ -44,6 +44,7 @@ def save_manifest(manifest: Manifest, path: Path, new_header: str = "") -> None:
         fd, tmp = tempfile.mkstemp(prefix=".zoo-", suffix=".yaml", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600: a manifest is meant to be read by the service user too
         os.replace(tmp, path)
     except OSError as exc:
         raise EdgedError(f"{path}: cannot write the manifest: {exc}") from None
