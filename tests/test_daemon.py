@@ -299,3 +299,33 @@ def test_sighup_with_an_invalid_config_keeps_the_running_one(profiled_zoo, broke
         assert process.wait(30) == 0
     finally:
         process.kill()
+
+
+def test_embedded_demo_config_runs_the_shipped_zoo_with_a_labelled_simulated_battery(broker, recorder, tmp_path):
+    from edged.demo import demo_config
+
+    config = demo_config()
+    assert config.zoo.path.resolve() == (ROOT / "model_zoo").resolve()
+    mqtt = config.mqtt.model_copy(
+        update={
+            "port": broker.port,
+            "device_id": DEVICE,
+            "broker": "external",
+            "outbox_path": tmp_path / "outbox.sqlite3",
+        }
+    )
+    daemon = Daemon(config.model_copy(update={"mqtt": mqtt}))
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: len(detections(recorder)) >= 5, 30, "detections from the shipped zoo")
+        wait_until(
+            lambda: recorder.on(f"edged/{DEVICE}/state")[-1].json()["power_quality"] == "simulated",
+            15,
+            "the simulated battery on state",
+        )
+    finally:
+        daemon.request_stop()
+        thread.join(30)
+    shipped = {v["id"] for v in yaml.safe_load((ROOT / "model_zoo" / "zoo.yaml").read_text())["variants"]}
+    assert {m["variant"] for m in detections(recorder)} <= shipped
