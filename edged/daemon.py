@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from pydantic import ValidationError
+
 from edged import __version__
 from edged.config import EdgedConfig, FileSource, load_config
 from edged.errors import ConfigError, EdgedError
@@ -46,6 +48,7 @@ from edged.mqtt.messages import (
     PowerMessage,
     StateMessage,
 )
+from edged.mqtt.outbox import OutboxError
 from edged.power import EnergyMeter, PowerEvent, PowerReading, PowerSampler, SimulatedBattery, SourceContext
 from edged.sdnotify import Notifier, watchdog_interval_s
 from edged.sources import FrameProducer, FrameQueue, SourceStatus
@@ -82,7 +85,10 @@ class Daemon:
         self._reload = threading.Event()
         self._wake = threading.Event()
         self._commands: queue.Queue[Command] = queue.Queue()
-        self._error: str | None = None
+        self._faults: dict[str, str] = {}  # area (source, power, outbox, config) -> what is wrong now; on `state`
+        self._faults_lock = threading.Lock()  # written from the source, sampler, inference and control threads
+        self._state_changed = threading.Event()  # set by other threads: the control loop re-publishes `state`
+        self._unstored = 0  # frames the outbox could not store (disk full)
         self._source_status = "starting"
         self._last_decision: DecisionSummary | None = None
         self._finished = threading.Event()
@@ -130,8 +136,8 @@ class Daemon:
             self.link.start()
         self.producer.start()
         self.notifier.ready(f"running {first}")
-        self._publish_state(force=True)
         try:
+            self._publish_state()
             self._control_loop()
         finally:
             self._shutdown()
@@ -146,7 +152,7 @@ class Daemon:
         self.power.stop()
         self.frame_counter.save(self.frames.last_index + 1, clean=True)
         if self.link:
-            self._publish_state(force=True)
+            self._publish_state()
             self.link.stop(clean=True, timeout_s=10.0)
         log.info("stopped after %d frames", self.frames.processed)
 
@@ -181,6 +187,9 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 self._reload_config()
+            if self._state_changed.is_set():
+                self._state_changed.clear()
+                self._publish_state()
             self._apply_commands()
             now = time.monotonic()
             if now >= next_tick:
@@ -195,7 +204,7 @@ class Daemon:
                     self._publish_power()
                 if now - last["state"] >= STATE_EVERY_S:
                     last["state"] = now
-                    self._publish_state(force=True)
+                    self._publish_state()
                 if watchdog is not None:
                     alive = self.frames.processed != frames_at_last_ping or self.controls.paused
                     alive = alive or self._source_status != "streaming"  # reconnecting is our loop working
@@ -243,7 +252,7 @@ class Daemon:
                 self.link.publish_decision(
                     DecisionMessage.from_decision(self.config.mqtt.device_id, decision, time.time())
                 )
-            self._publish_state(force=True)
+            self._publish_state()
 
     # --- commands (validated on the MQTT command thread, applied on the control loop) --------------------------
 
@@ -273,7 +282,7 @@ class Daemon:
             if self.governor is not None:
                 self.governor.set_policy(self.controls.policy)
             self._tick(time.monotonic())
-            self._publish_state(force=True)
+            self._publish_state()
 
     def _apply_command(self, command: Command) -> None:
         controls, now = self.controls, time.monotonic()
@@ -311,9 +320,10 @@ class Daemon:
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
-            self._error = f"config reload rejected, still running the previous config: {exc.problems[0]}"
-            log.error("%s (%d problems)", self._error, len(exc.problems))
-            self._publish_state(force=True)
+            fault = f"reload rejected, still running the previous config: {exc.problems[0]}"
+            self._set_fault("config", fault)
+            log.error("config %s (%d problems)", fault, len(exc.problems))
+            self._publish_state()
             self.notifier.ready("reload rejected")
             return
         live = {"governor", "detection", "logging"}
@@ -334,13 +344,10 @@ class Daemon:
             detector.postprocess = new.detection
         configure_logging(new.logging.level, new.logging.format)
         self.config = new.model_copy(update={name: getattr(self.config, name) for name in needs_restart})
-        self._error = (
-            f"reloaded; these sections changed but need a restart to apply: {', '.join(needs_restart)}"
-            if needs_restart
-            else None
-        )
-        log.info("config reloaded%s", f" ({self._error})" if needs_restart else "")
-        self._publish_state(force=True)
+        fault = f"reloaded; changed sections need a restart to apply: {', '.join(needs_restart)}"
+        self._set_fault("config", fault if needs_restart else None)
+        log.info("config reloaded%s", f" ({fault})" if needs_restart else "")
+        self._publish_state()
         self.notifier.ready("reloaded")
 
     # --- callbacks from other threads -------------------------------------------------------------------------
@@ -365,10 +372,24 @@ class Daemon:
             height=found.height,
             objects=found.objects(result.labels),
         )
-        if self.link:
-            self.link.publish_detections(message)
-        else:
+        if self.link is None:
             print(message.model_dump_json(by_alias=True), flush=True)
+            return
+        try:
+            self.link.publish_detections(message)
+        except OutboxError as exc:  # disk full: this frame is lost, counted and reported; inference goes on
+            self._unstored += 1
+            if not self._has_fault("outbox"):
+                log.error("%s: frames are not stored until it can write again", exc)
+            self._set_fault("outbox", f"{exc}; {self._unstored} frames could not be stored")
+            self._state_changed.set()
+            self._wake.set()
+            return
+        if self._has_fault("outbox"):
+            log.warning("the outbox stores frames again (%d were lost while it could not)", self._unstored)
+            self._set_fault("outbox", None)
+            self._state_changed.set()
+            self._wake.set()
 
     def _on_worker_event(self, event: WorkerEvent) -> None:
         if event.kind == "source_finished":
@@ -379,28 +400,45 @@ class Daemon:
 
     def _on_source_status(self, status: SourceStatus) -> None:
         self._source_status = status.state
-        self._error = None if status.state == "streaming" else f"source {status.state}: {status.detail}"
+        if status.state in ("streaming", "finished"):
+            self._set_fault("source", None)
+        else:
+            self._set_fault("source", f"source {status.state}: {status.detail}")
         if status.state == "failed":
             self._finished.set()
+        self._state_changed.set()
         self._wake.set()
 
     def _on_power_reading(self, reading: PowerReading) -> None:
         self.power_window.record(reading)
 
     def _on_power_event(self, event: PowerEvent) -> None:
-        log.info("power: %s", event.message)
+        """Sampler thread: a source failed or came back; `state` says which and why until it is resolved."""
+        if event.kind == "source_failed":
+            self._set_fault("power", f"power source {event.source} unreadable: {event.reason or event.message}")
+        elif event.kind == "source_recovered":
+            self._set_fault("power", None)
+        self._state_changed.set()
+        self._wake.set()
 
     # --- publishing -------------------------------------------------------------------------------------------
 
-    def _publish_state(self, force: bool = False) -> None:
+    def _publish_state(self) -> None:
+        """A broken reading must not stop the daemon: a state that does not validate is logged and skipped."""
         if not self.link:
             return
+        try:
+            self.link.publish_state(self._state())
+        except ValidationError as exc:
+            log.error("state not published, a value is out of range: %s", exc.errors(include_url=False)[0])
+
+    def _state(self) -> StateMessage:
         now = time.monotonic()
         power = self.power_window.latest()
         needs = self.controls.needs
         expires = needs.expires_at(now)
         decision = self.governor.last if self.governor else None
-        state = StateMessage(
+        return StateMessage(
             device=self.config.mqtt.device_id,
             at=time.time(),
             variant=self.worker.active_variant,
@@ -415,9 +453,8 @@ class Daemon:
             last_decision=self._last_decision,
             quarantined=self.worker.quarantined,
             source_status="ok" if self._source_status in ("streaming", "finished") else self._source_status,
-            error=self._error or self._governor_note(),
+            error=self._fault_text(),
         )
-        self.link.publish_state(state)
 
     def _publish_stats(self) -> None:
         p50, p95 = self.frames.latency_percentiles()
@@ -488,6 +525,23 @@ class Daemon:
 
     def _profile_of(self, variant: str) -> VariantProfile | None:
         return next((p for p in self.profiles if p.id == variant), None)
+
+    def _set_fault(self, area: str, text: str | None) -> None:
+        with self._faults_lock:
+            if text is None:
+                self._faults.pop(area, None)
+            else:
+                self._faults[area] = text
+
+    def _has_fault(self, area: str) -> bool:
+        with self._faults_lock:
+            return area in self._faults
+
+    def _fault_text(self) -> str | None:
+        with self._faults_lock:
+            faults = list(self._faults.values())
+        note = self._governor_note()
+        return "; ".join([*faults, *([note] if note else [])]) or None
 
     def _governor_note(self) -> str | None:
         if self.governor is None:

@@ -96,7 +96,11 @@ def load_yaml(path: str | Path, expand_env: bool = True) -> YamlDocument:
 
 
 def parse_yaml(text: str, name: str = "<string>", expand_env: bool = True) -> YamlDocument:
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # its reader rejects control characters (a NUL, a binary editor's save)
+    except yaml.reader.ReaderError as exc:
+        at = text.count("\n", 0, exc.position) + 1
+        raise ConfigError([str(Problem(name, at, "", f"invalid YAML: {exc.reason} {exc.character!r}"))]) from None
     try:
         root = loader.get_single_node()
         if root is None:

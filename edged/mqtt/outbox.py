@@ -85,10 +85,13 @@ class Outbox:
             if self._closed:
                 raise OutboxError(f"{self.path}: the outbox is closed (publishing after MqttLink.stop()?)")
             message_id = self._next_id
-            self._db.execute(
-                "INSERT INTO messages (id, topic, payload, qos, retain) VALUES (?, ?, ?, ?, ?)",
-                (message_id, topic, payload, qos, int(retain)),
-            )
+            try:
+                self._db.execute(
+                    "INSERT INTO messages (id, topic, payload, qos, retain) VALUES (?, ?, ?, ?, ?)",
+                    (message_id, topic, payload, qos, int(retain)),
+                )
+            except sqlite3.Error as exc:  # disk full, I/O error: this message is not stored; the stored ones stay
+                raise OutboxError(f"{self.path}: cannot store a message ({exc}); is the disk full?") from None
             self._next_id += 1
             self._depth += 1
             if self._depth > self.max_messages:
@@ -109,13 +112,18 @@ class Outbox:
         if not ids:
             return 0
         with self._lock:
-            self._db.execute("BEGIN")
-            removed = 0
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                removed += self._db.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk).rowcount
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("BEGIN")
+                removed = 0
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    removed += self._db.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk).rowcount
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:  # a DELETE in WAL mode needs disk space too
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise OutboxError(f"{self.path}: cannot remove acknowledged messages ({exc})") from None
             self._depth -= removed
             return removed
 

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from edged.mqtt.outbox import Outbox, OutboxMessage
+from edged.mqtt.outbox import Outbox, OutboxError, OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class OutboxSender:
         self._connection = 0  # the connection the in-flight ones were handed over on
         self._resending = False
         self._done: list[int] = []
+        self._settle_failing = False  # removal failed (disk full): logged once, retried on every settle
         self._refused_from: int | None = None
         self._retry_at = 0.0
         self._backoff_s = 0.0
@@ -104,10 +105,21 @@ class OutboxSender:
         return len(self._done)
 
     def settle(self) -> None:
-        """Remove what is done from the outbox (one transaction)."""
-        if self._done:
+        """Remove what is done from the outbox (one transaction); on a full disk keep them and retry later
+        (they are sent again after a restart at worst: a duplicate, never a loss)."""
+        if not self._done:
+            return
+        try:
             self.outbox.remove(self._done)
-            self._done = []
+        except OutboxError as exc:
+            if not self._settle_failing:
+                log.warning("MQTT: %s; retrying", exc)
+            self._settle_failing = True
+            return
+        if self._settle_failing:
+            log.info("MQTT: acknowledged messages removed from the outbox again")
+        self._settle_failing = False
+        self._done = []
 
     def _ready_after_refusal(self) -> bool:
         if self._refused_from is None:

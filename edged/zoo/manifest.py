@@ -166,6 +166,12 @@ class Zoo:
         """Open a variant; failures name the variant and the manifest field that disagrees with the model."""
         variant = self.variant(variant_id)
         index = self.variants.index(variant)
+        path = self.file_of(variant)
+        if path.is_file() and (actual := sha256_of(path)) != variant.sha256:  # changed on disk since load_zoo
+            raise ModelError(
+                self._where(index, "sha256")
+                + f": {path.name} now has sha256 {actual}, the manifest says {variant.sha256} (changed on disk)"
+            )
         try:
             return Detector.open(
                 self.file_of(variant),

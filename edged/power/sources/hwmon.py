@@ -45,7 +45,7 @@ class ChannelValues:
 
 def channel_power_w(channel: ChannelValues) -> float:
     if channel.power_uw is not None:
-        return channel.power_uw / 1e6
+        return abs(channel.power_uw) / 1e6  # INA3221/226 report reverse flow as negative; direction is `charging`
     return abs(channel.current_ma) * channel.bus_mv / 1e6
 
 

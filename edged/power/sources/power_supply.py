@@ -85,6 +85,13 @@ def supply_sample(source_id: str, values: SupplyValues, ts: float) -> PowerSampl
     elif values.charge_now is not None and values.voltage_now is not None:
         battery_wh = values.charge_now * values.voltage_now / 1e12
         notes.append("energy left = charge_now × voltage_now")
+    if battery_wh is not None and battery_wh < 0:
+        notes.append(f"the gauge reported {battery_wh:g} Wh left: ignored")
+        battery_wh = None
+    battery_pct = _battery_pct(values)
+    if battery_pct is not None and not 0.0 <= battery_pct <= 100.0:
+        notes.append(f"the gauge reported {battery_pct:.1f}% (uncalibrated?): clamped")
+        battery_pct = min(100.0, max(0.0, battery_pct))
     return PowerSample(
         ts=ts,
         source=source_id,
@@ -92,7 +99,7 @@ def supply_sample(source_id: str, values: SupplyValues, ts: float) -> PowerSampl
         power_w=power_w,
         voltage_v=voltage_v,
         current_a=current_a,
-        battery_pct=_battery_pct(values),
+        battery_pct=battery_pct,
         battery_wh=battery_wh,
         charging=_CHARGING_BY_STATUS.get(values.status or ""),
         note="; ".join(notes) or None,
@@ -102,9 +109,9 @@ def supply_sample(source_id: str, values: SupplyValues, ts: float) -> PowerSampl
 def _battery_pct(values: SupplyValues) -> float | None:
     if values.capacity is not None:
         return float(values.capacity)
-    if values.energy_now is not None and values.energy_full:
+    if values.energy_now is not None and values.energy_full and values.energy_full > 0:
         return 100.0 * values.energy_now / values.energy_full
-    if values.charge_now is not None and values.charge_full:
+    if values.charge_now is not None and values.charge_full and values.charge_full > 0:
         return 100.0 * values.charge_now / values.charge_full
     return None
 

@@ -8,15 +8,20 @@ from pathlib import Path
 
 from edged.power.sources.base import PowerSourceError, SourceContext
 
+SYSFS_INT_LIMIT = 2**63  # the kernel writes at most a 64-bit integer; anything larger is garbage
+
 
 def parse_sysfs_int(text: str, unit: str) -> int:
     """'12345\\n' -> 12345. Raises ValueError naming the unit when the file holds anything else."""
     value = text.strip()
+    shown = value if len(value) <= 40 else value[:40] + "..."
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
-        shown = value if len(value) <= 40 else value[:40] + "..."
         raise ValueError(f"expected an integer in {unit}, got {shown!r}") from None
+    if abs(number) > SYSFS_INT_LIMIT:
+        raise ValueError(f"implausible value in {unit}: {shown}")
+    return number
 
 
 class SysfsDevice:
