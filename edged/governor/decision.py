@@ -390,6 +390,8 @@ def _fps_in_stage(
     limit = min(policy.fps_target, p.max_fps)
     if budget_binds and allowance is not None:
         limit = min(limit, p.affordable_fps(allowance))
+    if not limit >= policy.fps_min:  # also a budget below idle over a near-zero energy: -1e307 fps, no floor()
+        return None
     fps = math.floor(limit / FPS_STEP + 1e-9) * FPS_STEP if math.isfinite(limit) else limit
     return round(fps, 6) if fps >= policy.fps_min else None
 

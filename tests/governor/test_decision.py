@@ -171,6 +171,21 @@ def test_an_empty_zoo_gives_a_decision_without_a_variant():
     assert decision.variant is None and decision.flags == ["no_variants"]
 
 
+def test_a_budget_below_idle_with_a_near_zero_energy_variant_degrades_instead_of_overflowing():
+    # Found by hypothesis: (1 W - 6 W idle) / 2e-307 J is a finite -2.5e307 fps, whose fps steps overflow floor().
+    zoo = [
+        VariantProfile(id="costly", accuracy=1.0, latency_p50_ms=1, latency_p95_ms=1, energy_mj=15.0),
+        VariantProfile(id="free", accuracy=0.0, latency_p50_ms=1, latency_p95_ms=1, energy_mj=0.0),
+        VariantProfile(id="tiny", accuracy=0.0, latency_p50_ms=1, latency_p95_ms=1, energy_mj=2.0280544861337033e-303),
+    ]
+    config = policy(idle_power_w=6.0, fps_min=10, latency_slo_ms=10, min_dwell_s=0)
+    state = GovernorState()
+    for now_s, watts in enumerate([1.0, 1.0, 7.0, 1.0], start=1):
+        decision, state = decide(config, zoo, state, budget_inputs(watts, now_s, latency_ms=1.0, power_w=0.0))
+        assert decision.variant is not None
+    assert "over_budget" in decision.flags
+
+
 def test_a_decision_takes_well_under_a_millisecond():
     config = policy()
     state = GovernorState()
