@@ -8,7 +8,15 @@ from typing import Literal
 
 import numpy as np
 
-from edged.vision.decoders.base import Candidates, Decoder, DecoderMismatch, DecoderSpec, best_class, sigmoid
+from edged.vision.decoders.base import (
+    Candidates,
+    Decoder,
+    DecoderMismatch,
+    DecoderSpec,
+    class_maxima,
+    confident_rows,
+    sigmoid,
+)
 from edged.vision.engines.base import Shape
 
 
@@ -43,12 +51,12 @@ class FastestdetDecoder(Decoder):
     def decode(self, outputs: list[np.ndarray], score_threshold: float) -> Candidates:
         out = outputs[0][0]
         pred = out.reshape(out.shape[0], -1).T if self.channels_first else out.reshape(-1, out.shape[-1])
-        cls_score, class_ids = best_class(pred[:, 5:])
+        cls_score, class_ids = class_maxima(pred[:, 5:])
         scores = np.power(np.clip(pred[:, 0], 0, 1), 0.6) * np.power(np.clip(cls_score, 0, 1), 0.4)
-        keep = scores >= score_threshold
-        pred, cells = pred[keep], self.cells[keep]
+        rows, scores, class_ids = confident_rows(pred[:, 5:], scores, class_ids, score_threshold)
+        pred, cells = pred[rows], self.cells[rows]
         cx = (cells[:, 0] + np.tanh(pred[:, 1])) / self.gw * self.width
         cy = (cells[:, 1] + np.tanh(pred[:, 2])) / self.gh * self.height
         w = sigmoid(pred[:, 3]) * self.width
         h = sigmoid(pred[:, 4]) * self.height
-        return Candidates.from_cxcywh(np.stack([cx, cy, w, h], axis=1), scores[keep], class_ids[keep])
+        return Candidates.from_cxcywh(np.stack([cx, cy, w, h], axis=1), scores, class_ids)

@@ -56,17 +56,16 @@ class NanodetDecoder(Decoder):
     def decode(self, outputs: list[np.ndarray], score_threshold: float) -> Candidates:
         boxes, scores, ids = [], [], []
         for (si, bi), stride, centers in zip(self._order, self.strides, self.centers):
-            score, class_ids = best_class(outputs[si].reshape(len(centers), -1))
-            keep = score >= score_threshold
-            if not keep.any():
+            rows, score, class_ids = best_class(outputs[si].reshape(len(centers), -1), score_threshold)
+            if not len(rows):
                 continue
-            dist = outputs[bi].reshape(len(centers), 4, self.bins)[keep]
+            dist = outputs[bi].reshape(len(centers), 4, self.bins)[rows]
             dist = np.exp(dist - dist.max(axis=2, keepdims=True))
             dist = (dist / dist.sum(axis=2, keepdims=True)) @ self._project * stride  # (k, 4): l, t, r, b
-            c = centers[keep]
+            c = centers[rows]
             boxes.append(np.concatenate([c - dist[:, :2], c + dist[:, 2:]], axis=1))
-            scores.append(score[keep])
-            ids.append(class_ids[keep])
+            scores.append(score)
+            ids.append(class_ids)
         if not boxes:
             return Candidates.empty()
         return Candidates(

@@ -43,7 +43,6 @@ class Yolov8Decoder(Decoder):
 
     def decode(self, outputs: list[np.ndarray], score_threshold: float) -> Candidates:
         out = outputs[0][0]
-        pred = out if self.transposed else out.T
-        scores, class_ids = best_class(pred[:, 4:])
-        keep = scores >= score_threshold
-        return Candidates.from_cxcywh(pred[keep, :4], scores[keep], class_ids[keep])
+        pred = out if self.transposed else out.T  # (N, 4 + nc); a view either way
+        rows, scores, class_ids = best_class(pred[:, 4:], score_threshold)
+        return Candidates.from_cxcywh(pred[rows, :4], scores, class_ids)

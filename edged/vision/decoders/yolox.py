@@ -11,7 +11,8 @@ from edged.vision.decoders.base import (
     Decoder,
     DecoderMismatch,
     DecoderSpec,
-    best_class,
+    class_maxima,
+    confident_rows,
     grid_centers,
     squeeze_batch,
 )
@@ -45,13 +46,12 @@ class YoloxDecoder(Decoder):
 
     def decode(self, outputs: list[np.ndarray], score_threshold: float) -> Candidates:
         pred = outputs[0].reshape(-1, 5 + self.num_classes)
-        class_score, class_ids = best_class(pred[:, 5:])
-        scores = pred[:, 4] * class_score
-        keep = scores >= score_threshold
-        pred, scores, class_ids = pred[keep], scores[keep], class_ids[keep]
+        class_score, class_ids = class_maxima(pred[:, 5:])
+        rows, scores, class_ids = confident_rows(pred[:, 5:], pred[:, 4] * class_score, class_ids, score_threshold)
+        pred = pred[rows]
         if self.decoded:
             return Candidates.from_cxcywh(pred[:, :4], scores, class_ids)
-        stride, grid = self.stride[keep], self.grid[keep]
+        stride, grid = self.stride[rows], self.grid[rows]
         cxcy = (pred[:, :2] + grid) * stride
         wh = np.exp(np.minimum(pred[:, 2:4], 10.0)) * stride
         return Candidates.from_cxcywh(np.concatenate([cxcy, wh], axis=1), scores, class_ids)
