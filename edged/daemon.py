@@ -54,7 +54,7 @@ from edged.sdnotify import Notifier, watchdog_interval_s
 from edged.sources import FrameProducer, FrameQueue, SourceStatus
 from edged.telemetry import FrameStats, PowerWindow, governor_inputs
 from edged.vision.detector import Detector
-from edged.worker import FrameResult, InferenceWorker, WorkerEvent
+from edged.worker import MALLOC_ARENAS, FrameResult, InferenceWorker, WorkerEvent, limit_malloc_arenas
 from edged.zoo.manifest import Zoo, load_zoo
 from edged.zoo.profile import device_class as detect_device_class
 
@@ -558,4 +558,6 @@ class Daemon:
 
 def run_daemon(config: EdgedConfig, config_path: Path | None) -> int:
     configure_logging(config.logging.level, config.logging.format)
+    if limit_malloc_arenas():  # before any thread starts; why: edged.worker.limit_malloc_arenas
+        log.debug("malloc arenas capped at %d", MALLOC_ARENAS)
     return Daemon(config, config_path).run()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -128,3 +132,39 @@ def test_warm_standbys_are_bounded(coco_zoo, slots):
             time.sleep(0.02)
     assert len(worker.warm_variants) <= slots + 1  # + the active one while a swap is pending
     worker.stop()
+
+
+def test_evicted_standbys_are_closed_at_once_not_at_garbage_collection(coco_zoo):
+    opened: list = []
+    closed: list[str] = []
+
+    def open_detector(variant: str):
+        detector = coco_zoo.open_detector(variant)
+        close = detector.close
+        detector.close = lambda: (closed.append(variant), close())  # type: ignore[method-assign]
+        opened.append(detector)  # held here, so only an explicit close() can free its session
+        return detector
+
+    worker = InferenceWorker(open_detector, FrameQueue(2), lambda r: None, warm_slots=1)
+    worker.start("fastestdet-352")
+    for variant in ("nanodet-m-320", "yolox-nano-416"):
+        worker.request(variant)
+        deadline = time.monotonic() + 20
+        while variant not in worker.warm_variants and time.monotonic() < deadline:
+            time.sleep(0.02)
+    dropped = [v for v in ("fastestdet-352", "nanodet-m-320", "yolox-nano-416") if v not in worker.warm_variants]
+    worker.stop()
+    assert dropped and closed[: len(dropped)] == dropped  # closed when dropped, before stop() closed the rest
+
+
+@pytest.mark.parametrize(
+    ("environment", "capped_here"),
+    [({}, True), ({"MALLOC_ARENA_MAX": "4"}, False), ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}, False)],
+)
+def test_the_arena_cap_defers_to_one_set_in_the_environment(environment, capped_here):
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt and malloc_trim are glibc's")
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES")} | environment
+    code = "from edged.worker import limit_malloc_arenas, release_freed_memory as r; r(); print(limit_malloc_arenas())"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == str(capped_here)
