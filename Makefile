@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,tools,tflite,mavlink,demo
+EXTRAS ?= dev,tools,tflite,mavlink,demo,metrics
 STAMP := $(VENV)/.installed-$(shell echo $(EXTRAS) | tr ',' '-')
 DEMO_ZOO ?= model_zoo
 

@@ -113,6 +113,14 @@ class MqttConfig(_Section):
     max_command_bytes: int = Field(4096, ge=64, le=1_048_576, description="larger command payloads are refused")
 
 
+class MetricsConfig(_Section):
+    """Prometheus endpoint (the [metrics] extra); off by default and on loopback: it has no authentication."""
+
+    enabled: bool = False
+    host: str = Field("127.0.0.1", description="address to listen on; 0.0.0.0 exposes it to the network")
+    port: int = Field(9464, ge=0, le=65535, description="0: any free port (tests)")
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = Field("text", description="json: one object per line, for journald/Loki")
@@ -126,6 +134,7 @@ class EdgedConfig(_Section):
     governor: GovernorConfig = Field(default_factory=GovernorConfig)
     power: PowerConfig = Field(default_factory=PowerConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     def resolved(self, base: Path, state_base: Path | None = None) -> EdgedConfig:

@@ -30,6 +30,7 @@ from edged.frame_counter import FrameCounter
 from edged.governor import AccuracyNeeds, Decision, FloorCommand, Governor, VariantProfile, profiles_from_variants
 from edged.governor.config import GovernorConfig, mission_end_s
 from edged.logs import configure_logging
+from edged.metrics import MetricsExporter, snapshot_now
 from edged.mqtt.commands import (
     Command,
     CommandRejected,
@@ -112,6 +113,7 @@ class Daemon:
             self._open_detector, self.queue, self._on_result, self._on_worker_event, meter=self.meter
         )
         self.link = MqttLink(config.mqtt, self._on_command) if config.mqtt.enabled else None
+        self.metrics = MetricsExporter(config.metrics, config.mqtt.device_id) if config.metrics.enabled else None
         self.frame_counter = FrameCounter(self._state_dir() / "frame_counter")
         self.frame_counter.save(0)  # a crash before the first periodic save must not reuse these numbers
         self._mono_start = time.monotonic()
@@ -134,6 +136,7 @@ class Daemon:
         self.power.start()
         if self.link:
             self.link.start()
+        self._start_metrics()
         self.producer.start()
         self.notifier.ready(f"running {first}")
         try:
@@ -154,7 +157,22 @@ class Daemon:
         if self.link:
             self._publish_state()
             self.link.stop(clean=True, timeout_s=10.0)
+        if self.metrics:
+            self.metrics.stop()
         log.info("stopped after %d frames", self.frames.processed)
+
+    def _start_metrics(self) -> None:
+        """The scrape endpoint is a side door: if it cannot open, say so on `state` and run without it."""
+        if self.metrics is None:
+            return
+        try:
+            self.metrics.start()
+        except EdgedError as exc:
+            log.error("%s; running without the metrics endpoint", exc)
+            self._set_fault("metrics", str(exc))
+            self.metrics = None
+            return
+        log.info("metrics at http://%s:%d/metrics", self.config.metrics.host, self.metrics.port)
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -195,6 +213,7 @@ class Daemon:
             if now >= next_tick:
                 next_tick = now + TICK_S
                 self._tick(now)
+                self._update_metrics()
                 if now - last["stats"] >= STATS_EVERY_S:
                     last["stats"] = now
                     self._publish_stats()
@@ -457,23 +476,31 @@ class Daemon:
         )
 
     def _publish_stats(self) -> None:
-        p50, p95 = self.frames.latency_percentiles()
-        recent = self.frames.recent_fps(time.monotonic())
+        stats = self._pipeline_stats()
         outbox = f", outbox {self.link.outbox_depth}" if self.link else ""
         self.notifier.status(
-            f"{self.worker.active_variant} at {recent:.1f} fps, {self.frames.processed} frames, "
-            f"{self.queue.dropped} dropped{outbox}"
+            f"{self.worker.active_variant} at {stats.fps:.1f} fps, {stats.frames_processed} frames, "
+            f"{stats.frames_dropped} dropped{outbox}"
         )
         if self.link:
-            self.link.publish_stats(
-                PipelineStats(
-                    fps=recent,
-                    latency_p50_ms=p50,
-                    latency_p95_ms=p95,
-                    frames_processed=self.frames.processed,
-                    frames_dropped=self.queue.dropped,
-                )
-            )
+            self.link.publish_stats(stats)
+
+    def _update_metrics(self) -> None:
+        """Every tick, not every stats message: a scrape then reads figures at most a second old."""
+        if self.metrics:
+            outbox = (self.link.outbox_depth, self.link.outbox_dropped) if self.link else None
+            variants = [v.id for v in self.zoo.variants]
+            self.metrics.update(snapshot_now(self._state(), self._pipeline_stats(), outbox, variants))
+
+    def _pipeline_stats(self) -> PipelineStats:
+        p50, p95 = self.frames.latency_percentiles()
+        return PipelineStats(
+            fps=self.frames.recent_fps(time.monotonic()),
+            latency_p50_ms=p50,
+            latency_p95_ms=p95,
+            frames_processed=self.frames.processed,
+            frames_dropped=self.queue.dropped,
+        )
 
     def _publish_power(self) -> None:
         power = self.power_window.latest()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import urllib.request
 from pathlib import Path
 
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def iou(a: np.ndarray | tuple, b: np.ndarray | tuple) -> float:
@@ -31,3 +33,13 @@ def write_manifest(directory: Path, text: str) -> Path:
     path = directory / "zoo.yaml"
     path.write_text(text)
     return path
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A Prometheus scrape of 127.0.0.1:port, parsed by prometheus_client's own parser: (name, labels) -> value."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ import yaml
 
 from edged.config import EdgedConfig
 from edged.daemon import Daemon
+from tests.helpers import scrape
 from tests.mqtt.conftest import Recorder, assert_in_order_without_gaps, wait_until
 from tests.mqtt_broker import Mosquitto, TcpRelay
 
@@ -329,3 +331,39 @@ def test_embedded_demo_config_runs_the_shipped_zoo_with_a_labelled_simulated_bat
         thread.join(30)
     shipped = {v["id"] for v in yaml.safe_load((ROOT / "model_zoo" / "zoo.yaml").read_text())["variants"]}
     assert {m["variant"] for m in detections(recorder)} <= shipped
+
+
+def test_the_metrics_endpoint_serves_the_running_pipeline(profiled_zoo, broker, recorder, tmp_path):
+    source = {"realtime": True, "loop": True}
+    pinned = {"mode": "pinned", "pinned_variant": "fastestdet-352"}
+    metrics = {"enabled": True, "port": 0}
+    run = Running(config_dict(profiled_zoo, broker, tmp_path, source=source, governor=pinned, metrics=metrics))
+    try:
+        wait_until(lambda: len(detections(recorder)) >= 10, 30, "detections")
+        assert run.daemon.metrics is not None
+        wait_until(lambda: scrape(run.daemon.metrics.port).get(("edged_frames_processed_total", ()), 0) >= 10, 10, "")
+        samples = scrape(run.daemon.metrics.port)
+    finally:
+        run.stop()
+    assert samples[("edged_variant_active", (("variant", "fastestdet-352"),))] == 1
+    assert samples[("edged_variant_active", (("variant", "nanodet-m-320"),))] == 0
+    assert samples[("edged_source_up", ())] == 1 and samples[("edged_fault", ())] == 0
+    assert samples[("edged_outbox_depth", ())] >= 0
+
+
+def test_a_metrics_port_in_use_is_a_fault_on_state_and_the_frames_keep_flowing(
+    profiled_zoo, broker, recorder, tmp_path
+):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        metrics = {"enabled": True, "port": taken.getsockname()[1]}
+        source = {"realtime": True, "loop": True}
+        run = Running(config_dict(profiled_zoo, broker, tmp_path, source=source, metrics=metrics))
+        try:
+            wait_until(lambda: len(detections(recorder)) >= 10, 30, "detections despite the busy port")
+        finally:
+            run.stop()
+    errors = [m.json()["error"] or "" for m in recorder.on(f"edged/{DEVICE}/state")]
+    assert any(f"metrics: cannot listen on 127.0.0.1:{metrics['port']}" in e for e in errors)
+    assert run.daemon.metrics is None
