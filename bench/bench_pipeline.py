@@ -1,8 +1,8 @@
 """Pipeline throughput against the bare detector, and frame gaps across variant switches.
 
-    .venv/bin/python -m bench.bench_pipeline [--zoo model_zoo] [--variants a,b] [--seconds 4] [--rounds 3]
+    .venv/bin/python -m bench.bench_pipeline [--zoo model_zoo] [--variants a,b] [--threads 2,1] [--seconds 4]
 
-Throughput, per variant, same engine options (threads) on both sides:
+Throughput, per variant and engine thread count (`--threads`), the same options on both sides:
   bare      `Detector.detect()` in a tight loop over frames of the demo clip decoded beforehand: pre-processing,
             the engine, decoding and NMS — everything the daemon does per frame that is not plumbing. frames/s.
   pipeline  the whole Daemon, in this process: the clip read as fast as possible (file source, realtime: false,
@@ -13,6 +13,9 @@ Throughput, per variant, same engine options (threads) on both sides:
   ratio     pipeline / bare (target >= 0.9). The two alternate, A-B then B-A, over `--rounds`, so drift in the
             machine's load cancels; the ratio is of the totals. engine.run() alone on one prepared tensor is
             printed too, to show what pre- and post-processing cost.
+  threads   the engine's default (2) takes every core of a 2-core board, so the pipeline's own threads (decoding,
+            the outbox, MQTT) take their time from the engine; with 1 engine thread they run on the core left over.
+            Both are printed: which one a device should run is its own trade of latency against throughput.
 
 Switch gaps, per pair of variants (consecutive in the manifest, and the last with the first): the clip is read as
 fast as possible (the queue waits instead of dropping, so a lost frame would be a missing index) into an
@@ -36,6 +39,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+import math
+import os
 import statistics
 import sys
 import tempfile
@@ -79,12 +84,13 @@ def decoded_frames(count: int) -> list[np.ndarray]:
 # --- throughput ---------------------------------------------------------------------------------------------------
 
 
-def bare_run(detector: Detector, frames: list[np.ndarray], seconds: float) -> tuple[int, float]:
-    count, started = 0, time.perf_counter()
+def bare_run(detector: Detector, frames: list[np.ndarray], seconds: float) -> tuple[int, float, list[float]]:
+    """Frames, seconds, and each detect()'s own latency (ms)."""
+    count, started, latencies = 0, time.perf_counter(), []
     while (elapsed := time.perf_counter() - started) < seconds:
-        detector.detect(frames[count % len(frames)])
+        latencies.append(detector.detect(frames[count % len(frames)]).latency_ms)
         count += 1
-    return count, elapsed
+    return count, elapsed, latencies
 
 
 def engine_fps(detector: Detector, frame: np.ndarray, seconds: float) -> float:
@@ -109,11 +115,12 @@ def decode_fps(seconds: float) -> float:
     return count / elapsed
 
 
-def daemon_config(zoo: Path, variant: str, broker: Any, workdir: Path) -> EdgedConfig:
+def daemon_config(zoo: Path, variant: str, threads: int, broker: Any, workdir: Path) -> EdgedConfig:
     return EdgedConfig.model_validate(
         {
             "source": {"type": "file", "path": str(DEMO_CLIP), "realtime": False, "loop": True},
             "zoo": {"path": str(zoo), "variant": variant},
+            "engine": {"threads": threads},
             "governor": {"mode": "pinned", "pinned_variant": variant},
             "mqtt": {
                 "host": broker.host,
@@ -126,8 +133,9 @@ def daemon_config(zoo: Path, variant: str, broker: Any, workdir: Path) -> EdgedC
     )
 
 
-def pipeline_run(config: EdgedConfig, seconds: float) -> tuple[int, float, int]:
-    """Frames the daemon processed over `seconds` after its warm-up; and how many were published into the outbox."""
+def pipeline_run(config: EdgedConfig, seconds: float) -> tuple[int, float, int, float]:
+    """Frames the daemon processed over `seconds` after its warm-up; how many were published into the outbox; and
+    the median latency of detect() itself, as the worker timed it, over the last frames."""
     daemon = Daemon(config)
     thread = threading.Thread(target=daemon.run, name="bench-daemon", daemon=True)
     thread.start()
@@ -140,10 +148,11 @@ def pipeline_run(config: EdgedConfig, seconds: float) -> tuple[int, float, int]:
         first, started = daemon.frames.processed, time.perf_counter()
         time.sleep(seconds)
         count, elapsed = daemon.frames.processed - first, time.perf_counter() - started
+        detect_p50, _ = daemon.frames.latency_percentiles()
     finally:
         daemon.request_stop()
         thread.join(60)
-    return count, elapsed, daemon.frames.processed
+    return count, elapsed, daemon.frames.processed, detect_p50 or math.nan
 
 
 @dataclass
@@ -163,42 +172,60 @@ class Tally:
 
 
 def bench_throughput(
-    reporter: Reporter, zoo: Zoo, variants: list[str], broker: Any, workdir: Path, seconds: float, rounds: int
+    reporter: Reporter,
+    zoo: Zoo,
+    variants: list[str],
+    threads: int,
+    broker: Any,
+    workdir: Path,
+    seconds: float,
+    rounds: int,
 ) -> None:
-    heading(f"pipeline throughput / bare detector, {seconds:g} s x {rounds} rounds each, alternating")
+    heading(
+        f"pipeline throughput / bare detector, {threads} engine thread{'s' * (threads > 1)}, "
+        f"{seconds:g} s x {rounds} rounds each, alternating"
+    )
     frames = decoded_frames(50)
     decode_ms = 1000 / decode_fps(2.0)
     print(f"  decoding the clip alone: {decode_ms:.2f} ms of one core per frame", flush=True)
+    cores = os.cpu_count() or 1
     for variant in variants:
-        detector = zoo.open_detector(variant, EngineOptions())
+        detector = zoo.open_detector(variant, EngineOptions(threads=threads))
         engine_only = engine_fps(detector, frames[0], 1.0)
-        config = daemon_config(zoo.path.parent, variant, broker, workdir)
+        config = daemon_config(zoo.path.parent, variant, threads, broker, workdir)
         bare, pipeline = Tally(), Tally()
+        bare_latencies: list[float] = []
+        pipeline_latencies: list[float] = []
         for number in range(rounds):
             steps = ["bare", "pipeline"] if number % 2 == 0 else ["pipeline", "bare"]
             for step in steps:
                 if step == "bare":
-                    bare.add(*bare_run(detector, frames, seconds))
+                    count, elapsed, latencies = bare_run(detector, frames, seconds)
+                    bare.add(count, elapsed)
+                    bare_latencies += latencies
                 else:
-                    count, elapsed, _ = pipeline_run(config, seconds)
+                    count, elapsed, _, detect_p50 = pipeline_run(config, seconds)
                     pipeline.add(count, elapsed)
+                    pipeline_latencies.append(detect_p50)
         detector.close()
         per_round = [p / b for p, b in zip(pipeline.rounds, bare.rounds)]
         reporter.add(
             Outcome(
-                f"pipeline / bare throughput, {variant}",
+                f"pipeline / bare throughput, {variant}, {threads} thread{'s' * (threads > 1)}",
                 pipeline.fps / bare.fps,
                 THROUGHPUT_TARGET,
                 detail=(
                     f"pipeline {pipeline.fps:.1f} fps, bare detect() {bare.fps:.1f} fps, engine.run() alone "
-                    f"{engine_only:.1f} fps, {EngineOptions().threads} threads; rounds "
+                    f"{engine_only:.1f} fps; rounds "
                     f"{min(per_round):.2f}..{max(per_round):.2f}"
                 ),
                 why_missed=(
-                    f"bare detect() takes {1000 / bare.fps:.1f} ms per frame; the pipeline adds per frame the video "
-                    f"decoding ({decode_ms:.1f} ms of a core), the message, its outbox commit and the MQTT send "
-                    "(~0.3 ms of a core, see bench_mqtt), and the GIL hand-offs between those threads, on the same "
-                    "2 cores as the engine's 2 threads: the faster the variant, the larger that share"
+                    f"detect() itself takes {statistics.median(pipeline_latencies):.2f} ms (median) inside the "
+                    f"pipeline against {statistics.median(bare_latencies):.2f} ms alone: its pre- and post-processing "
+                    "wait for the GIL and the cores held by the pipeline's other threads, which per frame decode the "
+                    f"video ({decode_ms:.1f} ms of a core), build the message, commit it to the outbox, send it and "
+                    f"handle its PUBACK (~0.3 ms, see bench_mqtt); on {cores} cores with {threads} engine "
+                    "thread(s), that share is largest for the fastest variants"
                 ),
             )
         )
@@ -374,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", help="comma-separated variant ids (default: every variant in the zoo)")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each throughput measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating bare/pipeline rounds per variant")
+    parser.add_argument(
+        "--threads", default=f"{EngineOptions().threads},1", help="engine thread counts to measure, comma-separated"
+    )
     parser.add_argument("--switch-every", type=int, default=8, help="frames between switches")
     parser.add_argument("--switches", type=int, default=16, help="switches per pair of variants")
     parser.add_argument("--skip", choices=["throughput", "switches"], action="append", default=[])
@@ -386,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         from tests.mqtt_broker import Mosquitto
 
         with tempfile.TemporaryDirectory(prefix="edged-bench-pipeline-") as tmp, Mosquitto(Path(tmp) / "b") as broker:
-            bench_throughput(reporter, zoo, variants, broker, Path(tmp), args.seconds, args.rounds)
+            for threads in dict.fromkeys(int(n) for n in args.threads.split(",")):
+                bench_throughput(reporter, zoo, variants, threads, broker, Path(tmp), args.seconds, args.rounds)
     if "switches" not in args.skip:
         bench_switches(reporter, zoo, variants, args.switch_every, args.switches, paced=False)
         bench_switches(reporter, zoo, variants, args.switch_every // 2, args.switches // 2, paced=True)
