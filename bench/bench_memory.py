@@ -13,10 +13,11 @@ loads and evicts sessions: the path where a leak would be). The daemon's RSS is 
 when the same variants are loaded. Growth = (last cycle's RSS - the RSS after the warm-up) / the RSS after the
 warm-up (target < 5%). The warm-up is the first fifth of the soak, and at least 90 s: the first cycle loads each
 variant for the first time, and the energy meter's window of per-frame records fills up over its 60 s horizon.
-After that, the daemon's threads (18), Python objects (75-77 thousand) and the bytes malloc has handed out (43-64
-MB, depending on which sessions are loaded) stay level; what moved RSS was the C heap. glibc kept an evicted
-session's freed chunks in its arenas, between live ones, spread over a dozen arenas (a busy thread gets its own,
-and every load starts new session threads): RSS ratcheted up 11-12% in 10 minutes. Since `edged run` caps the
+After that, in an instrumented soak (exploratory, not part of this bench), the daemon's threads (18), Python objects
+(75-77 thousand) and the bytes malloc had handed out (43-64 MB, by mallinfo2, depending on which sessions were
+loaded) stayed level; what moved RSS was the C heap. glibc kept an evicted session's freed chunks in its arenas,
+between live ones, spread over a dozen arenas (a busy thread gets its own, and every load starts new session
+threads): RSS ratcheted up 11-12% in 10 minutes (this bench, before the fix). Since `edged run` caps the
 arenas at 2 and the worker trims the heap after each load (edged.worker: limit_malloc_arenas,
 release_freed_memory), RSS moves only with which sessions are loaded. At the end the daemon is stopped with
 SIGTERM and every frame it processed must have reached the subscriber, in order.

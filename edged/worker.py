@@ -59,9 +59,9 @@ def release_freed_memory() -> None:
     Why: an ONNX Runtime session's weights, graph and arena are malloc'd on the loader thread and its own pool
     threads. Once an evicted session is freed, glibc keeps those chunks in its arenas, scattered between live ones
     (so never at a heap's top, where it trims by itself). In a 10-minute soak switching variants every 5 s
-    (bench/bench_memory.py), RSS ratcheted up 11% while the bytes malloc had handed out, the threads and the Python
-    objects stayed level; with this trim after each load, 1.8%. It takes a few ms on the loader thread per load and
-    costs the frames nothing measurable.
+    (bench/bench_memory.py), RSS ratcheted up 11-12% while the bytes malloc had handed out, the threads and the
+    Python objects stayed level; with this trim after each load and the arena cap below, 1.6-3.0% over two runs
+    (bench/RESULTS.md). It takes a few ms on the loader thread per load.
     """
     libc = _glibc()
     if libc is not None:
@@ -74,10 +74,10 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     Call it before the threads start: an arena already created stays. Why: glibc gives a thread that finds the
     arenas busy a new one, up to 8 per core, and every load starts new session pool threads, so the sessions'
     memory ends up spread over a dozen arenas, each keeping its own fragments that malloc_trim cannot return
-    (a page with one live chunk stays). Over 45 fast cycles through the zoo with the trim, RSS still crept up 5%
-    (to the arenas' size, then level); with 2 arenas it stayed level and 12 MB lower, at the same CPU time per
-    frame. MALLOC_ARENA_MAX or GLIBC_TUNABLES=glibc.malloc.arena_max=N in the environment (a systemd drop-in)
-    take precedence.
+    (a page with one live chunk stays). In an exploratory run of 45 fast cycles through the zoo (not in bench/),
+    with the trim, RSS still crept up 5% (to the arenas' size, then level); with 2 arenas it stayed level and 12 MB
+    lower, at the same CPU time per frame. MALLOC_ARENA_MAX or GLIBC_TUNABLES=glibc.malloc.arena_max=N in the
+    environment (a systemd drop-in) take precedence.
     """
     if "MALLOC_ARENA_MAX" in os.environ or "arena_max" in os.environ.get("GLIBC_TUNABLES", ""):
         return False
