@@ -113,7 +113,11 @@ class Daemon:
             self._open_detector, self.queue, self._on_result, self._on_worker_event, meter=self.meter
         )
         self.link = MqttLink(config.mqtt, self._on_command) if config.mqtt.enabled else None
-        self.metrics = MetricsExporter(config.metrics, config.mqtt.device_id) if config.metrics.enabled else None
+        self.metrics = (
+            MetricsExporter(config.metrics, config.mqtt.device_id, [v.id for v in self.zoo.variants])
+            if config.metrics.enabled
+            else None
+        )
         self.frame_counter = FrameCounter(self._state_dir() / "frame_counter")
         self.frame_counter.save(0)  # a crash before the first periodic save must not reuse these numbers
         self._mono_start = time.monotonic()
@@ -489,8 +493,7 @@ class Daemon:
         """Every tick, not every stats message: a scrape then reads figures at most a second old."""
         if self.metrics:
             outbox = (self.link.outbox_depth, self.link.outbox_dropped) if self.link else None
-            variants = [v.id for v in self.zoo.variants]
-            self.metrics.update(snapshot_now(self._state(), self._pipeline_stats(), outbox, variants))
+            self.metrics.update(snapshot_now(self._state(), self._pipeline_stats(), outbox))
 
     def _pipeline_stats(self) -> PipelineStats:
         p50, p95 = self.frames.latency_percentiles()

@@ -30,16 +30,16 @@ class MetricsSnapshot:
     stats: PipelineStats
     outbox_depth: int | None
     outbox_dropped: int | None
-    variants: tuple[str, ...]
     taken_at: float
 
 
 class MetricsExporter:
     """Holds the latest snapshot and serves it at http://host:port/metrics."""
 
-    def __init__(self, config: MetricsConfig, device: str) -> None:
+    def __init__(self, config: MetricsConfig, device: str, variants: list[str]) -> None:
         self.config = config
         self.device = device
+        self.variants = tuple(variants)  # the zoo's, fixed for the process: each gets its 0/1 series
         self._latest: MetricsSnapshot | None = None
         self._lock = threading.Lock()
         self._server: Any = None
@@ -97,10 +97,10 @@ class _SnapshotCollector:
         )
         snapshot = self._exporter.latest()
         if snapshot is not None:
-            yield from _families(snapshot, GaugeMetricFamily)
+            yield from _families(snapshot, self._exporter.variants, GaugeMetricFamily)
 
 
-def _families(snapshot: MetricsSnapshot, gauge: Any) -> Iterator[Any]:
+def _families(snapshot: MetricsSnapshot, variants: tuple[str, ...], gauge: Any) -> Iterator[Any]:
     from prometheus_client.core import CounterMetricFamily
 
     state, stats = snapshot.state, snapshot.stats
@@ -130,7 +130,7 @@ def _families(snapshot: MetricsSnapshot, gauge: Any) -> Iterator[Any]:
     quarantined = gauge(
         f"{NAMESPACE}_variant_quarantined", "1 for a variant that failed and is skipped", labels=["variant"]
     )
-    for variant in snapshot.variants:
+    for variant in variants:
         active.add_metric([variant], 1.0 if variant == state.variant else 0.0)
         quarantined.add_metric([variant], 1.0 if variant in state.quarantined else 0.0)
     yield active
@@ -159,13 +159,11 @@ def snapshot_now(
     state: StateMessage,
     stats: PipelineStats,
     outbox: tuple[int, int] | None,
-    variants: list[str],
 ) -> MetricsSnapshot:
     return MetricsSnapshot(
         state=state,
         stats=stats,
         outbox_depth=outbox[0] if outbox else None,
         outbox_dropped=outbox[1] if outbox else None,
-        variants=tuple(variants),
         taken_at=time.time(),
     )

@@ -13,6 +13,8 @@ from edged.metrics import MetricsExporter, snapshot_now
 from edged.mqtt.messages import PipelineStats, StateMessage
 from tests.helpers import scrape
 
+VARIANTS = ["student-384", "binary-384", "pruned-192"]
+
 
 def state(**changes) -> StateMessage:
     fields = dict(
@@ -33,7 +35,7 @@ def state(**changes) -> StateMessage:
 
 @pytest.fixture
 def exporter():
-    made = MetricsExporter(MetricsConfig(enabled=True, port=0), device="cam1")
+    made = MetricsExporter(MetricsConfig(enabled=True, port=0), device="cam1", variants=VARIANTS)
     made.start()
     yield made
     made.stop()
@@ -47,8 +49,7 @@ def test_before_the_first_tick_only_the_build_info_is_served(exporter: MetricsEx
 
 def test_a_snapshot_is_served_with_units_and_labels(exporter: MetricsExporter) -> None:
     stats = PipelineStats(fps=9.5, latency_p50_ms=12.0, latency_p95_ms=30.0, frames_processed=1234, frames_dropped=3)
-    variants = ["student-384", "binary-384", "pruned-192"]
-    exporter.update(snapshot_now(state(), stats, (7, 2), variants))
+    exporter.update(snapshot_now(state(), stats, (7, 2)))
     samples = scrape(exporter.port)
 
     assert samples[("edged_frames_processed_total", ())] == 1234
@@ -68,7 +69,7 @@ def test_a_snapshot_is_served_with_units_and_labels(exporter: MetricsExporter) -
 
 def test_unknown_readings_are_left_out_not_reported_as_zero(exporter: MetricsExporter) -> None:
     unknown = state(battery_pct=None, power_w=None, power_quality=None, source_status="camera gone")
-    exporter.update(snapshot_now(unknown, PipelineStats(fps=0.0), None, ["student-384"]))
+    exporter.update(snapshot_now(unknown, PipelineStats(fps=0.0), None))
     names = {name for name, _ in scrape(exporter.port)}
     assert "edged_battery_ratio" not in names
     assert "edged_power_watts" not in names
@@ -81,6 +82,6 @@ def test_a_port_in_use_is_a_clear_error() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        exporter = MetricsExporter(MetricsConfig(enabled=True, port=port), device="cam1")
+        exporter = MetricsExporter(MetricsConfig(enabled=True, port=port), device="cam1", variants=VARIANTS)
         with pytest.raises(EdgedError, match=f"metrics: cannot listen on 127.0.0.1:{port}"):
             exporter.start()
