@@ -226,9 +226,9 @@ def bench_throughput(
                     "and committing it to the outbox, on the inference thread. The other work of the "
                     f"pipeline (decoding the video, {decode_ms:.1f} ms of a core per frame; paho's network thread; "
                     f"the local broker handling each PUBACK) runs on the same {cores} cores and caches as the "
-                    f"engine's {threads} thread(s). The GIL is not the bottleneck: `py-spy record --gil` over this "
-                    "bench finds the other threads holding it a few % of the time. The faster the variant, the "
-                    "larger that share"
+                    f"engine's {threads} thread(s). Not the GIL: an exploratory `py-spy record --gil` of a pipeline "
+                    "run (not part of this bench) found the other threads holding it ~3 % of the time. The faster the "
+                    "variant, the larger that share"
                 ),
             )
         )

@@ -61,7 +61,7 @@ def release_freed_memory() -> None:
     (so never at a heap's top, where it trims by itself). In a 10-minute soak switching variants every 5 s
     (bench/bench_memory.py), RSS ratcheted up 11-12% while the bytes malloc had handed out, the threads and the
     Python objects stayed level; with this trim after each load and the arena cap below, 1.6-3.0% over two runs
-    (bench/RESULTS.md). It takes a few ms on the loader thread per load.
+    (bench/RESULTS.md). It runs on the loader thread, after a load, off the frames' path.
     """
     libc = _glibc()
     if libc is not None:
