@@ -21,7 +21,10 @@ PARENT = "fastestdet-352"
 CHILD = "fastestdet-352-int8"
 PEOPLE_IMAGE = "000000002153"  # four people and a bicycle
 DEVICE = "test-box"
-RECIPE = ["--calibration", "minmax", "--weights", "s8-7bit", "--float-first-conv", "no"]  # exact on every CPU
+RECIPE = [  # one candidate, exact on every CPU
+    "--calibration", "minmax", "--weights", "s8-7bit", "--float-first-conv", "no", "--float-outliers", "no",
+    "--rounding", "nearest",
+]  # fmt: skip
 
 
 def build_args(zoo: Path, calib: Path, eval_set: Path, out: Path, *extra: str) -> list[str]:
@@ -121,6 +124,22 @@ def test_build_json_is_one_document_with_every_candidate(coco_zoo, shared, val_d
     assert report["chosen"]["drop"] > report["max_drop"] == 0.0005
     assert report["parent_map50_95"] - report["chosen"]["map50_95"] == pytest.approx(report["chosen"]["drop"])
     assert [c["recipe"]["weights"] for c in report["candidates"]] == ["s8-7bit"]
+
+
+def test_when_no_candidate_passes_the_most_accurate_is_refined_with_bias_correction(
+    coco_zoo, shared, val_dev, tmp_path, capsys
+):
+    calib = shared / "data" / "coco128-train" / "images"
+    args = build_args(coco_zoo.path, calib, val_dev, tmp_path / "out", "--max-drop", "0.0005", "--json")
+    args[args.index("--rounding") + 1] = "auto"
+    main(args)
+    report = json.loads(capsys.readouterr().out)
+    plain, refined = report["candidates"]
+    assert plain["recipe"]["rounding"] == "nearest" and plain["drop"] > 0.0005  # it failed: refinement follows
+    assert refined["recipe"] == {**plain["recipe"], "rounding": "bias-correction"}
+    assert refined["description"].endswith("bias correction")
+    assert refined["notes"] == ["biases of 70 layers corrected"]  # every conv: the first is quantized too
+    assert refined["file_bytes"] == pytest.approx(plain["file_bytes"], rel=0.02)
 
 
 def test_old_exports_are_upgraded_and_weights_exposed_as_inputs_are_stripped(tmp_path: Path):

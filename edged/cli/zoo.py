@@ -36,6 +36,11 @@ On x86 CPUs without VNNI, ONNX Runtime's full-range U8/S8 kernels saturate (Nano
 --weights auto then tries U8/U8 and 7-bit S8 weights instead. The guard measures on this machine: build on (or
 re-check with `edged zoo eval --record` on) the device class the variant will run on.
 
+Where every candidate fails the guard, --rounding auto refines the most accurate one: layer by layer on the
+calibration images, each convolution's bias absorbs the mean error of its output (bias correction). Same
+graph, size and speed. --float-outliers keeps float the few convolutions whose input one 8-bit scale serves
+badly (a larger file). bench/INT8_RECIPES.md measures each refinement on FastestDet.
+
 The new model file and its manifest entry are written into the output zoo (--out; created if new, or the source
 zoo itself), which also lists the parent with its file referenced, not copied."""
 
@@ -133,6 +138,22 @@ def register_build(sub: argparse._SubParsersAction) -> None:
         choices=["auto", "yes", "no"],
         default="auto",
         help="keep the convolution on the raw pixels in float (auto tries both; default auto)",
+    )
+    p.add_argument(
+        "--float-outliers",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="keep float the convolutions whose input one 8-bit scale serves badly (its SNR 10 dB below the "
+        "model's median; auto tries both; default auto)",
+    )
+    p.add_argument(
+        "--rounding",
+        choices=["auto", "nearest", "bias-correction", "adaround"],
+        default="auto",
+        help="nearest; bias-correction (each conv's bias absorbs its mean output error, layer by layer); adaround "
+        "(weights also rounded up or down to reproduce each layer: minutes, and no better than bias-correction on "
+        "FastestDet, see bench/INT8_RECIPES.md). auto: nearest, then, when no candidate passes the guard, the most "
+        "accurate one with bias-correction (default auto)",
     )
     p.add_argument(
         "--max-drop", type=non_negative_float, default=0.02, help="largest mAP50-95 loss accepted (default 0.02)"
@@ -281,6 +302,8 @@ def _run_zoo_build(args: argparse.Namespace) -> int:
         [args.ops],
         None if args.weights == "auto" else [args.weights],
         None if args.float_first_conv == "auto" else [args.float_first_conv == "yes"],
+        None if args.float_outliers == "auto" else [args.float_outliers == "yes"],
+        "nearest" if args.rounding == "auto" else args.rounding,
     )
     request = Int8BuildRequest(
         zoo=args.zoo or default_zoo_path(),
@@ -293,6 +316,7 @@ def _run_zoo_build(args: argparse.Namespace) -> int:
         calibration_limit=args.calib_images,
         seed=args.seed,
         recipes=recipes,
+        refinements=["bias-correction"] if args.rounding == "auto" else [],
         max_drop=args.max_drop,
         force=args.force,
         threads=args.threads,
@@ -317,7 +341,9 @@ def _build_command(args: argparse.Namespace) -> str:
     parts += ["--out", str(args.out)] + (["--id", args.new_id] if args.new_id else [])
     parts += ["--calib-images", str(args.calib_images), "--seed", str(args.seed)]
     parts += ["--calibration", args.calibration, "--ops", args.ops, "--weights", args.weights]
-    parts += ["--float-first-conv", args.float_first_conv, "--max-drop", str(args.max_drop)]
+    parts += ["--float-first-conv", args.float_first_conv, "--float-outliers", args.float_outliers]
+    parts += ["--rounding", args.rounding]
+    parts += ["--max-drop", str(args.max_drop)]
     return shlex.join(parts + (["--force"] if args.force else []))
 
 

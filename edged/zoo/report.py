@@ -362,6 +362,7 @@ def render_build(report: BuildReport) -> str:
         "",
         report.message,
     ]
+    lines += [f"  {note}" for note in report.chosen.notes]
     lines += [f"  quantizer warning: {w}" for w in report.chosen.quantizer_warnings]
     if report.file:
         lines.append(

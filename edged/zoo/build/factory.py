@@ -23,7 +23,7 @@ from edged.vision.engines import EngineOptions
 from edged.vision.postprocess import PostprocessOptions
 from edged.zoo.build.calibration import CalibrationSet
 from edged.zoo.build.guard import AccuracyGuard, CandidateResult
-from edged.zoo.build.int8 import Int8Recipe, prepare_for_quantization, quantize_int8
+from edged.zoo.build.int8 import Int8Recipe, Rounding, prepare_for_quantization, quantize_int8
 from edged.zoo.build.onnx_graph import load_onnx
 from edged.zoo.datasets import EvalSet, open_eval_set
 from edged.zoo.eval import EvalReport, evaluate
@@ -56,6 +56,9 @@ class Int8BuildRequest(BaseModel):
     calibration_limit: int = Field(64, ge=1)
     seed: int = 0
     recipes: list[Int8Recipe] = Field(min_length=1, description="tried in order; the most accurate is kept")
+    refinements: list[Rounding] = Field(
+        default_factory=list, description="tried in order on the most accurate recipe while none passes the guard"
+    )
     max_drop: float = Field(0.02, ge=0)
     force: bool = False
     threads: int = Field(2, ge=1)
@@ -107,14 +110,24 @@ def build_int8_variant(request: Int8BuildRequest, progress: bool = True) -> Buil
         work_dir = Path(work)
         prepared, input_name = prepare_for_quantization(parent_file, work_dir)
         candidates: list[CandidateResult] = []
+
+        def attempt(recipe: Int8Recipe, label: str) -> CandidateResult:
+            model = work_dir / f"candidate-{len(candidates)}.onnx"
+            quantized = quantize_int8(
+                prepared, model, recipe, tensors, input_name, work_dir, progress, threads=request.threads
+            )
+            report = _evaluate(_open_candidate(zoo, parent, model, options), open_eval(), label, progress)
+            candidates.append(guard.judge(recipe, parent_report, report, model, quantized))
+            return candidates[-1]
+
         for index, recipe in enumerate(request.recipes):
-            model = work_dir / f"candidate-{index}.onnx"
-            warnings = quantize_int8(prepared, model, recipe, tensors, input_name, work_dir, progress)
-            detector = _open_candidate(zoo, parent, model, options)
-            report = _evaluate(detector, open_eval(), f"{new_id} {index + 1}/{len(request.recipes)}", progress)
-            candidates.append(guard.judge(recipe, parent_report, report, model, warnings))
-            if candidates[-1].drop <= GOOD_ENOUGH * request.max_drop:
+            if attempt(recipe, f"{new_id} {index + 1}/{len(request.recipes)}").drop <= GOOD_ENOUGH * request.max_drop:
                 break  # another recipe would not be worth its minutes
+        most_accurate = guard.best(candidates).recipe
+        for rounding in request.refinements:
+            if any(c.within_guard for c in candidates):
+                break  # refinements cost minutes: only where every candidate fails the guard
+            attempt(most_accurate.model_copy(update={"rounding": rounding}), f"{new_id} + {rounding}")
         best = guard.best(candidates)
         report_so_far = BuildReport(
             variant=new_id,
@@ -284,7 +297,8 @@ def _child_variant(
             seed=request.seed,
             built_at=_now(),
             edged_version=__version__,
-            notes=f"{chosen.description} ({chosen.recipe.flags()}); accuracy guard: mAP50-95 "
+            notes=f"{chosen.description} ({chosen.recipe.flags()}); {''.join(n + '; ' for n in chosen.notes)}"
+            f"accuracy guard: mAP50-95 "
             f"{chosen.parent_map50_95:.4f} -> {chosen.map50_95:.4f} on {chosen.report.eval_set} "
             f"(max drop {request.max_drop})",
         ),

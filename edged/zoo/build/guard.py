@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from edged.zoo.build.int8 import Int8Recipe
+from edged.zoo.build.int8 import Int8Recipe, Quantized
 from edged.zoo.eval import EvalReport
 
 
@@ -21,6 +21,7 @@ class CandidateResult(BaseModel):
     file_bytes: int
     within_guard: bool
     quantizer_warnings: list[str] = Field(default_factory=list, description="distinct kinds, with counts")
+    notes: list[str] = Field(default_factory=list, description="what the recipe's refinements found and did")
     report: EvalReport = Field(exclude=True)
 
 
@@ -29,7 +30,7 @@ class AccuracyGuard:
         self.max_drop = max_drop
 
     def judge(
-        self, recipe: Int8Recipe, parent: EvalReport, child: EvalReport, model: Path, warnings: list[str]
+        self, recipe: Int8Recipe, parent: EvalReport, child: EvalReport, model: Path, quantized: Quantized
     ) -> CandidateResult:
         drop = round(parent.map50_95 - child.map50_95, 4)
         return CandidateResult(
@@ -41,7 +42,8 @@ class AccuracyGuard:
             drop=drop,
             file_bytes=model.stat().st_size,
             within_guard=drop <= self.max_drop,
-            quantizer_warnings=_kinds(warnings),
+            quantizer_warnings=_kinds(quantized.warnings),
+            notes=quantized.notes,
             report=child,
         )
 

@@ -6,32 +6,44 @@ convolutions in float, which made these conv nets 2-10x slower and wrecked YOLOX
 Weights: U8 activations with S8 weights is ONNX Runtime's fast path, but on x86 CPUs without VNNI its kernels
 (vpmaddubsw) saturate 16-bit sums of u8 x s8 products, which cost NanoDet 0.04 mAP here. There, either weights
 keep 7 bits (`s8-7bit`, ORT's reduce_range) or they are unsigned (`u8`); the guard measures which is better.
+
+A recipe may also keep float the convolutions whose input one 8-bit scale serves badly (outliers.py), and refine
+the quantizer's weights layer by layer: bias correction, or AdaRound (rounding.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import io
 import logging
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from edged.errors import ModelError
 from edged.zoo.build.onnx_graph import compact, load_onnx, onnx_module, strip_initializer_inputs, upgrade_opset
+from edged.zoo.build.outliers import InputNoise, conv_input_noise, outliers
+from edged.zoo.build.rounding import RoundingReport, refine_rounding
 
 log = logging.getLogger(__name__)
 
 Calibration = Literal["minmax", "entropy", "percentile"]
 OpSet = Literal["conv", "all"]
 WeightType = Literal["s8", "s8-7bit", "u8"]
+Rounding = Literal["nearest", "bias-correction", "adaround"]
+ROUNDING_NAMES = {
+    "nearest": "nearest rounding",
+    "bias-correction": "bias correction",
+    "adaround": "AdaRound + bias correction",
+}
 PERCENTILE = 99.999  # of |activation|: clips the rare outliers that would otherwise set the whole range
 
 
@@ -44,6 +56,8 @@ class Int8Recipe(BaseModel):
     ops: OpSet = "conv"
     weights: WeightType = "s8"
     float_first_conv: bool = False  # the layer that sees raw pixels: its error flows through every later layer
+    float_outliers: bool = False  # convs whose input one 8-bit scale serves badly stay float (see outliers.py)
+    rounding: Rounding = "nearest"  # or biases corrected, or weights re-rounded too (see rounding.py)
 
     def describe(self) -> str:
         parts = [
@@ -54,12 +68,20 @@ class Int8Recipe(BaseModel):
         ]
         if self.float_first_conv:
             parts.append("first conv float")
+        if self.float_outliers:
+            parts.append("outlier-input convs float")
+        if self.rounding != "nearest":
+            parts.append(ROUNDING_NAMES[self.rounding])
         return "QDQ " + ", ".join(parts)
 
     def flags(self) -> str:
         """The `edged zoo build` options that select exactly this recipe."""
         first = "yes" if self.float_first_conv else "no"
-        return f"--calibration {self.calibration} --ops {self.ops} --weights {self.weights} --float-first-conv {first}"
+        spread = "yes" if self.float_outliers else "no"
+        return (
+            f"--calibration {self.calibration} --ops {self.ops} --weights {self.weights} --float-first-conv {first} "
+            f"--float-outliers {spread} --rounding {self.rounding}"
+        )
 
 
 def host_saturates_u8s8() -> bool:
@@ -101,6 +123,13 @@ def prepare_for_quantization(parent: Path, work_dir: Path) -> tuple[Path, str]:
     return prepared, model.graph.input[0].name
 
 
+class Quantized(BaseModel):
+    """What quantizing one recipe produced besides the file."""
+
+    warnings: list[str] = Field(default_factory=list, description="the quantizer's (e.g. biases clipped to int32)")
+    notes: list[str] = Field(default_factory=list, description="what the recipe's refinements found and did")
+
+
 def quantize_int8(
     prepared: Path,
     output: Path,
@@ -109,12 +138,64 @@ def quantize_int8(
     input_name: str,
     cache_dir: Path,
     progress: bool = True,
-) -> list[str]:
+    threads: int = 2,
+) -> Quantized:
     """Quantize `prepared` (from prepare_for_quantization) with `recipe`, calibrated on `tensors`.
 
-    Returns the quantizer's warnings (e.g. biases clipped to int32), which it would otherwise print on stdout
-    and the root logger, in the middle of our own output.
+    The quantizer's warnings, which it would otherwise print on stdout and the root logger in the middle of our own
+    output, are returned with the notes of the recipe's refinements (convs kept float, layers re-rounded).
     """
+    onnx = onnx_module()
+    float_model = onnx.load(str(prepared))
+    sessions = _session_factory(threads)
+    excluded = first_convs(prepared) if recipe.float_first_conv else []
+    result = Quantized()
+    model = _quantize_static(prepared, output, recipe, tensors, input_name, cache_dir, excluded, progress, result)
+    if recipe.float_outliers:
+        noise = conv_input_noise(float_model, model, tensors, input_name, sessions)
+        if spread := outliers(noise):
+            result.notes.append(_outliers_note(spread, noise))
+            excluded += [n.conv for n in spread]
+            model = _quantize_static(
+                prepared, output, recipe, tensors, input_name, cache_dir, excluded, progress, result
+            )
+    if recipe.rounding != "nearest":
+        adaptive = recipe.rounding == "adaround"
+        report = refine_rounding(
+            float_model, model, tensors, input_name, weight_range(recipe), sessions, adaptive, progress=progress
+        )
+        result.notes += _rounding_notes(report, adaptive)
+    compact(model)
+    onnx.save(model, str(output))
+    return result
+
+
+def _outliers_note(spread: list[InputNoise], noise: list[InputNoise]) -> str:
+    median = float(np.median([n.snr_db for n in noise]))
+    listed = ", ".join(f"{n.conv} ({n.snr_db:.1f} dB)" for n in spread)
+    return f"kept float, input too spread for one 8-bit scale: {listed}; median {median:.1f} dB"
+
+
+def _rounding_notes(report: RoundingReport, adaptive: bool) -> list[str]:
+    done = f"{report.rerounded} of {report.layers} layers re-rounded, " if adaptive else ""
+    notes = [f"{done}biases of {report.layers} layers corrected"]
+    if report.skipped:
+        notes.append(f"left as quantized (geometry not modelled): {', '.join(report.skipped)}")
+    return notes
+
+
+def _quantize_static(
+    prepared: Path,
+    output: Path,
+    recipe: Int8Recipe,
+    tensors: list[np.ndarray],
+    input_name: str,
+    cache_dir: Path,
+    excluded: list[str],
+    progress: bool,
+    result: Quantized,
+) -> Any:
+    """ONNX Runtime's quantize_static with `recipe`, `excluded` nodes left float; the QDQ ModelProto."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     methods = {
@@ -124,8 +205,8 @@ def quantize_int8(
     }
     options: dict[str, Any] = {}
     if "calibration_cache_path" in inspect.signature(quantize_static).parameters:  # ORT >= 1.2x: calibrate once
-        key = f"{recipe.calibration}-{recipe.ops}-{'first-float' if recipe.float_first_conv else 'all'}"
-        options["calibration_cache_path"] = cache_dir / f"calibration-{key}.json"
+        digest = hashlib.sha256(",".join(sorted(excluded)).encode()).hexdigest()[:12]
+        options["calibration_cache_path"] = cache_dir / f"calibration-{recipe.calibration}-{recipe.ops}-{digest}.json"
     with _quantizer_chatter() as warnings:
         quantize_static(
             str(prepared),
@@ -137,16 +218,39 @@ def quantize_int8(
             reduce_range=recipe.weights == "s8-7bit",
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QUInt8 if recipe.weights == "u8" else QuantType.QInt8,
-            nodes_to_exclude=first_convs(prepared) if recipe.float_first_conv else None,
+            nodes_to_exclude=excluded or None,
             calibrate_method=methods[recipe.calibration],
             extra_options={"CalibPercentile": PERCENTILE},
             **options,
         )
-    onnx = onnx_module()
-    model = onnx.load(str(output))
-    compact(model)
-    onnx.save(model, str(output))
-    return warnings
+    result.warnings = warnings
+    return onnx_module().load(str(output))
+
+
+def weight_range(recipe: Int8Recipe) -> tuple[int, int]:
+    """The integers ONNX Runtime's quantizer lets a weight take under `recipe` (int8 weights are symmetric)."""
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType
+
+    if recipe.weights == "u8":
+        qmin, qmax = get_qmin_qmax_for_qType(TensorProto.UINT8, reduce_range=False, symmetric=False)
+    else:
+        seven_bit = recipe.weights == "s8-7bit"
+        qmin, qmax = get_qmin_qmax_for_qType(TensorProto.INT8, reduce_range=seven_bit, symmetric=True)
+    return int(qmin), int(qmax)
+
+
+def _session_factory(threads: int) -> Callable[[bytes], Any]:
+    """Serialized model -> a CPU session, as the engines make them (no spinning: the box is shared)."""
+    import onnxruntime as ort
+
+    def session(model_bytes: bytes) -> Any:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+    return session
 
 
 @contextlib.contextmanager
@@ -230,14 +334,17 @@ def candidate_recipes(
     ops: list[OpSet],
     weights: list[WeightType] | None = None,
     float_first_conv: list[bool] | None = None,
+    float_outliers: list[bool] | None = None,
+    rounding: Rounding = "nearest",
 ) -> list[Int8Recipe]:
-    """Every combination, cheapest calibration first. Weights default to what is exact and fast on this host."""
+    """Every combination, cheapest first. Weights default to what is exact and fast on this host."""
     if weights is None:
         weights = ["u8", "s8-7bit"] if host_saturates_u8s8() else ["s8"]
     return [
-        Int8Recipe(calibration=c, ops=o, weights=w, float_first_conv=f)
+        Int8Recipe(calibration=c, ops=o, weights=w, float_first_conv=f, float_outliers=x, rounding=rounding)
         for c in calibrations
         for o in ops
         for w in weights
         for f in (float_first_conv if float_first_conv is not None else [True, False])
+        for x in (float_outliers if float_outliers is not None else [False, True])
     ]
