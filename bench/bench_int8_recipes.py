@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.bench_int8_recipes [--variant fastestdet-352] [--out out/bench/INT8_RECIPES.md]
 
 Needs ../shared (the reference zoo, coco128-train for calibration, coco-val-dev, data/distill) and the [build]
-extra; about 6 minutes for FastestDet on 2 cores. Not part of `make bench` (that one holds the daemon to its bars).
+extra; about 4 minutes for FastestDet on 2 cores. Not part of `make bench` (that one holds the daemon to its bars).
 
 Two measures per recipe:
 - mAP50-95 on the guard's labelled eval set (coco-val-dev: 64 images), as `edged zoo build` judges it;

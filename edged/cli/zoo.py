@@ -38,8 +38,8 @@ re-check with `edged zoo eval --record` on) the device class the variant will ru
 
 Where every candidate fails the guard, --rounding auto refines the most accurate one: layer by layer on the
 calibration images, each convolution's bias absorbs the mean error of its output (bias correction). Same
-graph, size and speed. --float-outliers keeps float the few convolutions whose input one 8-bit scale serves
-badly (a larger file). bench/INT8_RECIPES.md measures each refinement on FastestDet.
+graph, size and speed. Candidates with --float-outliers keep float the convolutions whose input one 8-bit
+scale serves badly: that is what YOLOX-nano needed. bench/INT8_RECIPES.md measures each refinement on FastestDet.
 
 The new model file and its manifest entry are written into the output zoo (--out; created if new, or the source
 zoo itself), which also lists the parent with its file referenced, not copied."""
@@ -143,8 +143,9 @@ def register_build(sub: argparse._SubParsersAction) -> None:
         "--float-outliers",
         choices=["auto", "yes", "no"],
         default="auto",
-        help="keep float the convolutions whose input one 8-bit scale serves badly (its SNR 10 dB below the "
-        "model's median; auto tries both; default auto)",
+        help="keep float the convolutions whose input one 8-bit scale serves badly (per-channel SNR 10 dB below "
+        "the model's median). It saved YOLOX-nano (3 convs float: 0.2337 -> 0.3343 mAP50-95 at the same size); on "
+        "NanoDet it doubles the file. auto tries both (default auto)",
     )
     p.add_argument(
         "--rounding",
