@@ -24,8 +24,8 @@ from edged.zoo.build.int8 import Int8Recipe, prepare_for_quantization, quantize_
 from edged.zoo.build.outliers import InputNoise, conv_input_noise, outliers  # noqa: E402
 from edged.zoo.build.rounding import (  # noqa: E402
     ConvGeometry,
-    InputMoments,
     IntegerGrid,
+    PatchMoments,
     adaround,
     corrected_bias,
     reconstruction_error,
@@ -85,22 +85,22 @@ def sampled_layer(seed: int = 0, groups: int = 2, outputs: int = 6, d: int = 12,
     return weights, x, x_hat
 
 
-def moments_of(x: np.ndarray, x_hat: np.ndarray, second_order: bool = True, chunks: int = 4) -> InputMoments:
-    moments = InputMoments(second_order)
-    for part_x, part_q in zip(np.array_split(x, chunks, axis=2), np.array_split(x_hat, chunks, axis=2), strict=True):
-        moments.add(part_x, part_q)  # image by image, as the build accumulates them
+def moments_of(patches: np.ndarray, second_order: bool = True, chunks: int = 4) -> PatchMoments:
+    moments = PatchMoments(second_order)
+    for part in np.array_split(patches, chunks, axis=2):
+        moments.add(part)  # image by image, as the build accumulates them
     return moments
 
 
 def test_moments_accumulated_in_parts_are_the_samples_means_and_covariance():
     _, x, x_hat = sampled_layer()
-    moments = moments_of(x, x_hat)
-    np.testing.assert_allclose(moments.mean_x, x.mean(axis=2))
-    np.testing.assert_allclose(moments.mean_q, x_hat.mean(axis=2))
+    np.testing.assert_allclose(moments_of(x, second_order=False).mean, x.mean(axis=2))
+    moments = moments_of(x_hat)
+    np.testing.assert_allclose(moments.mean, x_hat.mean(axis=2))
     for group in range(x.shape[0]):
-        np.testing.assert_allclose(moments.cov_qq()[group], np.cov(x_hat[group], bias=True), atol=1e-9)
+        np.testing.assert_allclose(moments.covariance()[group], np.cov(x_hat[group], bias=True), atol=1e-9)
     with pytest.raises(ValueError, match="bias correction only"):
-        moments_of(x, x_hat, second_order=False).cov_qq()
+        moments_of(x_hat, second_order=False).covariance()
 
 
 def grid_for(weights: np.ndarray, qmin: int = -127, qmax: int = 127) -> IntegerGrid:
@@ -109,8 +109,8 @@ def grid_for(weights: np.ndarray, qmin: int = -127, qmax: int = 127) -> IntegerG
 
 
 def test_adaround_reproduces_the_layer_better_than_nearest_rounding_and_only_rounds_up_or_down():
-    weights, x, x_hat = sampled_layer()
-    moments = moments_of(x, x_hat)
+    weights, _, x_hat = sampled_layer()
+    moments = moments_of(x_hat)
     grid = grid_for(weights)
     nearest = grid.nearest(weights)
     adaptive = adaround(weights, grid, moments, iterations=300)
@@ -124,9 +124,9 @@ def test_adaround_reproduces_the_layer_better_than_nearest_rounding_and_only_rou
 
 
 def test_adaround_respects_the_integer_range():
-    weights, x, x_hat = sampled_layer(seed=3)
+    weights, _, x_hat = sampled_layer(seed=3)
     grid = grid_for(weights, qmin=-6, qmax=6)  # the largest weights sit at 8: they must clip to 6
-    integers = adaround(weights, grid, moments_of(x, x_hat), iterations=100)
+    integers = adaround(weights, grid, moments_of(x_hat), iterations=100)
     assert integers.min() >= -6 and integers.max() <= 6
 
 
@@ -135,7 +135,8 @@ def test_corrected_bias_leaves_no_mean_error_on_the_calibration_data():
     grid = grid_for(weights)
     rounded = grid.real(grid.nearest(weights))
     bias = np.arange(12, dtype=np.float64)
-    corrected = corrected_bias(weights, rounded, bias, moments_of(x, x_hat, second_order=False))
+    float_mean, quantized_mean = moments_of(x, False).mean, moments_of(x_hat, False).mean
+    corrected = corrected_bias(weights, rounded, bias, float_mean, quantized_mean)
 
     float_out = weights @ x + bias.reshape(2, 6, 1)
     plain_error = (rounded @ x_hat + bias.reshape(2, 6, 1) - float_out).mean(axis=2)

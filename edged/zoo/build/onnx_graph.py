@@ -62,6 +62,16 @@ def upgrade_opset(model: Any, path: Path, minimum: int = QDQ_MIN_OPSET) -> Any:
     return converted
 
 
+def with_outputs(model: Any, names: list[str]) -> bytes:
+    """`model` serialized with `names` as its only outputs: to read tensors inside it."""
+    onnx = onnx_module()
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in names)
+    return bytes(probe.SerializeToString())
+
+
 def compact(model: Any) -> None:
     """Make a QDQ model as small as its numbers: what is left is weights, scales and the graph.
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from edged.zoo.build.onnx_graph import with_outputs
+
 MARGIN_DB = 10.0  # a conv input this far below the model's median SNR is an outlier
 U8_RANGE = (0, 255)  # the recipes' activations are U8
 
@@ -33,17 +35,11 @@ def conv_input_noise(
 ) -> list[InputNoise]:
     """Per quantized conv input of `quantized` (a QDQ ModelProto, node names intact): the SNR of that tensor of
     the float model, quantized alone with the scale and zero point the quantizer calibrated for it, per channel."""
-    import onnx
-
     ranges = _activation_quantizers(quantized)
     names = sorted({tensor for tensor, _, _ in ranges.values()} - {input_name})
     if not names:
         return []
-    probe = onnx.ModelProto()
-    probe.CopyFrom(float_model)
-    del probe.graph.output[:]
-    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in names)
-    session = session_factory(probe.SerializeToString())
+    session = session_factory(with_outputs(float_model, names))
     quantizer_of = {tensor: (scale, zero_point) for tensor, scale, zero_point in ranges.values()}
     signal: dict[str, np.ndarray] = {}
     noise: dict[str, np.ndarray] = {}

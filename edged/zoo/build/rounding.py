@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from edged.zoo.build.onnx_graph import with_outputs
+
 ITERATIONS = 1000  # Adam steps per layer
 REG_WEIGHT = 0.01  # the paper's lambda: how hard the rounding variables are pushed to 0 or 1
 WARM_UP = 0.2  # fraction of the steps with no push, so that the reconstruction alone leads at first
@@ -71,41 +73,33 @@ class ConvGeometry:
         return windows.transpose(0, 1, 4, 5, 2, 3).reshape(self.group, -1, rows * cols)
 
 
-class InputMoments:
-    """Running moments of a layer's input patches: the means of the float (x) and the quantized (x̂) input, and,
-    for AdaRound, the second moments of x̂."""
+class PatchMoments:
+    """Running moments of a layer's input patches, image by image: their mean and, for AdaRound, their covariance."""
 
     def __init__(self, second_order: bool) -> None:
         self.count = 0
         self.second_order = second_order
-        self._sum_x: np.ndarray | None = None
-        self._sum_q = self._qq = np.zeros(0)
+        self._sum = self._outer = np.zeros(0)
 
-    def add(self, x: np.ndarray, q: np.ndarray) -> None:
-        """x, q: [groups, d, positions] patches of one image."""
-        if self._sum_x is None:
-            groups, d, _ = q.shape
-            self._sum_x, self._sum_q = np.zeros((groups, d)), np.zeros((groups, d))
-            self._qq = np.zeros((groups, d, d) if self.second_order else 0)
-        self._sum_x += x.sum(axis=2)
-        self._sum_q += q.sum(axis=2)
+    def add(self, patches: np.ndarray) -> None:
+        """patches: [groups, d, positions] of one image."""
+        if not self.count:
+            groups, d, _ = patches.shape
+            self._sum = np.zeros((groups, d))
+            self._outer = np.zeros((groups, d, d) if self.second_order else 0)
+        self._sum += patches.sum(axis=2)
         if self.second_order:
-            self._qq += q @ q.transpose(0, 2, 1)
-        self.count += q.shape[2]
+            self._outer += patches @ patches.transpose(0, 2, 1)
+        self.count += patches.shape[2]
 
     @property
-    def mean_x(self) -> np.ndarray:
-        assert self._sum_x is not None
-        return self._sum_x / self.count
+    def mean(self) -> np.ndarray:
+        return self._sum / self.count
 
-    @property
-    def mean_q(self) -> np.ndarray:
-        return self._sum_q / self.count
-
-    def cov_qq(self) -> np.ndarray:
+    def covariance(self) -> np.ndarray:
         if not self.second_order:
             raise ValueError("these moments were collected for bias correction only")
-        return self._qq / self.count - self.mean_q[:, :, None] * self.mean_q[:, None, :]
+        return self._outer / self.count - self.mean[:, :, None] * self.mean[:, None, :]
 
 
 @dataclass
@@ -124,19 +118,21 @@ class IntegerGrid:
         return self.scale * (integers - self.zero_point)
 
 
-def reconstruction_error(weights: np.ndarray, rounded: np.ndarray, moments: InputMoments) -> float:
+def reconstruction_error(weights: np.ndarray, rounded: np.ndarray, quantized_input: PatchMoments) -> float:
     """E||(W - Ŵ)·x̂||² summed over the layer's outputs, means removed (the bias correction takes them)."""
     delta = weights - rounded
-    return float(np.einsum("god,gde,goe->", delta, moments.cov_qq(), delta))
+    return float(np.einsum("god,gde,goe->", delta, quantized_input.covariance(), delta))
 
 
-def adaround(weights: np.ndarray, grid: IntegerGrid, moments: InputMoments, iterations: int = ITERATIONS) -> np.ndarray:
+def adaround(
+    weights: np.ndarray, grid: IntegerGrid, quantized_input: PatchMoments, iterations: int = ITERATIONS
+) -> np.ndarray:
     """The integers for `weights` ([groups, outputs per group, d]) that reproduce the float layer best.
 
     Returns the nearest-rounded integers instead when the optimised rounding is not better on the moments (it
     never makes a layer worse on the calibration data).
     """
-    qq = moments.cov_qq()
+    qq = quantized_input.covariance()
     scaled = weights / grid.scale
     floor = np.floor(scaled)
     rest = np.clip(scaled - floor, 1e-4, 1 - 1e-4)
@@ -164,16 +160,19 @@ def adaround(weights: np.ndarray, grid: IntegerGrid, moments: InputMoments, iter
         v -= adam.step(grad)
     adaptive = np.clip(floor + grid.zero_point + (v >= 0), grid.qmin, grid.qmax)
     nearest = grid.nearest(weights)
-    if reconstruction_error(weights, grid.real(adaptive), moments) < reconstruction_error(
-        weights, grid.real(nearest), moments
+    if reconstruction_error(weights, grid.real(adaptive), quantized_input) < reconstruction_error(
+        weights, grid.real(nearest), quantized_input
     ):
         return adaptive
     return nearest
 
 
-def corrected_bias(weights: np.ndarray, rounded: np.ndarray, bias: np.ndarray, moments: InputMoments) -> np.ndarray:
-    """The float bias plus the mean output error of the quantized layer, so that the error averages to zero."""
-    shift = np.einsum("god,gd->go", weights, moments.mean_x) - np.einsum("god,gd->go", rounded, moments.mean_q)
+def corrected_bias(
+    weights: np.ndarray, rounded: np.ndarray, bias: np.ndarray, float_mean: np.ndarray, quantized_mean: np.ndarray
+) -> np.ndarray:
+    """The float bias plus the mean output error of the quantized layer, so that the error averages to zero.
+    `float_mean`, `quantized_mean`: the mean input patch of the float and of the quantized model, [groups, d]."""
+    shift = np.einsum("god,gd->go", weights, float_mean) - np.einsum("god,gd->go", rounded, quantized_mean)
     return bias + shift.reshape(-1)
 
 
@@ -230,18 +229,20 @@ def refine_rounding(
     from onnx import numpy_helper
 
     convs, skipped = _quantized_convs(float_model, quantized, weight_range)
+    float_means = _float_input_means(convs, float_model, tensors, input_name, session_factory)
     rerounded = 0
     label = "AdaRound" if adaptive else "bias correction"
     with tqdm(convs, desc=label, unit="layer", disable=not progress, leave=False) as bar:
-        for conv in bar:
-            moments = _input_moments(conv, float_model, quantized, tensors, input_name, session_factory, adaptive)
+        for conv, float_mean in zip(bar, float_means, strict=True):
+            moments = _quantized_input_moments(conv, quantized, tensors, input_name, session_factory, adaptive)
             quantizers = numpy_helper.to_array(conv.weight_init).astype(np.float64).reshape(conv.float_weights.shape)
             integers = adaround(conv.float_weights, conv.grid, moments, iterations) if adaptive else quantizers
             if not np.array_equal(integers, quantizers):
                 rerounded += 1
                 _write_weights(conv, integers)
             if conv.bias_init is not None and conv.float_bias is not None:
-                bias = corrected_bias(conv.float_weights, conv.grid.real(integers), conv.float_bias, moments)
+                rounded = conv.grid.real(integers)
+                bias = corrected_bias(conv.float_weights, rounded, conv.float_bias, float_mean, moments.mean)
                 _write_bias(conv, bias)
     return RoundingReport(layers=len(convs), skipped=skipped, rerounded=rerounded)
 
@@ -316,37 +317,42 @@ def _bias_of(
     return inits[dq.input[0]], _per_channel(inits, dq, 1, outputs), float_bias
 
 
-def _input_moments(
-    conv: _QuantizedConv,
+def _float_input_means(
+    convs: list[_QuantizedConv],
     float_model: Any,
+    tensors: list[np.ndarray],
+    input_name: str,
+    session_factory: Callable[[bytes], Any],
+) -> list[np.ndarray]:
+    """Each layer's mean input patch in the float model, all in one pass: the float model does not change."""
+    names = sorted({conv.float_node.input[0] for conv in convs} - {input_name})
+    session = session_factory(with_outputs(float_model, names)) if names else None
+    moments = [PatchMoments(second_order=False) for _ in convs]
+    for tensor in tensors:
+        values = {input_name: tensor}
+        if session is not None:
+            values.update(zip(names, session.run(None, {input_name: tensor}), strict=True))
+        for conv, moment in zip(convs, moments, strict=True):
+            moment.add(conv.geometry.patches(values[conv.float_node.input[0]]))
+    return [moment.mean for moment in moments]
+
+
+def _quantized_input_moments(
+    conv: _QuantizedConv,
     quantized: Any,
     tensors: Iterable[np.ndarray],
     input_name: str,
     session_factory: Callable[[bytes], Any],
     second_order: bool,
-) -> InputMoments:
-    float_run = _tensor_reader(float_model, conv.float_node.input[0], input_name, session_factory)
-    quantized_run = _tensor_reader(quantized, conv.node.input[0], input_name, session_factory)
-    moments = InputMoments(second_order)
+) -> PatchMoments:
+    """The layer's input in the quantized model as it is now, with the layers before it already refined."""
+    name = conv.node.input[0]
+    session = None if name == input_name else session_factory(with_outputs(quantized, [name]))
+    moments = PatchMoments(second_order)
     for tensor in tensors:
-        moments.add(conv.geometry.patches(float_run(tensor)), conv.geometry.patches(quantized_run(tensor)))
+        value = tensor if session is None else session.run(None, {input_name: tensor})[0]
+        moments.add(conv.geometry.patches(value))
     return moments
-
-
-def _tensor_reader(
-    model: Any, name: str, input_name: str, session_factory: Callable[[bytes], Any]
-) -> Callable[[np.ndarray], np.ndarray]:
-    """A function image -> the value of tensor `name` inside `model` (the image itself if it is the input)."""
-    if name == input_name:
-        return lambda tensor: tensor
-    import onnx
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.output[:]
-    probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    session = session_factory(probe.SerializeToString())
-    return lambda tensor: session.run(None, {input_name: tensor})[0]
 
 
 def _write_weights(conv: _QuantizedConv, integers: np.ndarray) -> None:
