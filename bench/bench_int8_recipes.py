@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.bench_int8_recipes [--variant fastestdet-352] [--out out/bench/INT8_RECIPES.md]
 
 Needs ../shared (the reference zoo, coco128-train for calibration, coco-val-dev, data/distill) and the [build]
-extra; about 4 minutes for FastestDet on 2 cores. Not part of `make bench` (that one holds the daemon to its bars).
+extra; about 7 minutes for FastestDet on 2 cores. Not part of `make bench` (that one holds the daemon to its bars).
 
 Two measures per recipe:
 - mAP50-95 on the guard's labelled eval set (coco-val-dev: 64 images), as `edged zoo build` judges it;
@@ -52,11 +52,12 @@ EVAL = PostprocessOptions.for_evaluation()
 def recipes() -> list[tuple[str, Int8Recipe]]:
     """Percentile calibration with the first conv float (FastestDet's best plain recipe), then each refinement."""
     base = candidate_recipes(["percentile"], ["conv"], float_first_conv=[True], float_outliers=[False])[0]
-    return [
+    rounded = [
         (f"{outliers}{rounding}", base.model_copy(update={"float_outliers": bool(outliers), "rounding": rounding}))
         for outliers in ("", "outliers float + ")
         for rounding in ("nearest", "bias-correction", "adaround")
     ]
+    return [*rounded, ("bias-correction + fine-tuned (QAT)", base.refined("finetune"))]
 
 
 def agreement_set(zoo: Zoo, parent: Variant, root: Path, per_folder: dict[str, int], threads: int) -> int:
@@ -132,11 +133,13 @@ def main() -> int:
     parent = zoo.variant(args.variant)
     options = EngineOptions(threads=args.threads)
     calibration = CalibrationSet(args.calib, 64, seed=0)
+    training = CalibrationSet(args.calib, 128, seed=0)  # what `edged zoo build --finetune` trains on by default
     with tempfile.TemporaryDirectory(prefix="edged-int8-recipes-") as work:
         work_dir = Path(work)
         boxes = agreement_set(zoo, parent, work_dir / "agreement", HELD_OUT, args.threads)
         prepared, input_name = prepare_for_quantization(zoo.file_of(parent), work_dir)
         tensors = calibration.tensors(parent.input, progress=False)
+        training_tensors = training.tensors(parent.input, progress=False)
 
         def measure(model: Path) -> tuple[EvalReport, EvalReport]:
             def opened() -> Detector:
@@ -148,7 +151,9 @@ def main() -> int:
         rows = [_row("float parent", float_eval, float_agreement, float_eval, zoo.file_of(parent), 0.0, "")]
         for index, (name, recipe) in enumerate(recipes()):
             model, start = work_dir / f"recipe-{index}.onnx", time.monotonic()
-            quantized = quantize_int8(prepared, model, recipe, tensors, input_name, work_dir, False, args.threads)
+            quantized = quantize_int8(
+                prepared, model, recipe, tensors, input_name, work_dir, False, args.threads, training_tensors
+            )
             seconds = time.monotonic() - start
             rows.append(_row(name, *measure(model), float_eval, model, seconds, "; ".join(quantized.notes)))
             print(rows[-1], flush=True)
@@ -161,7 +166,7 @@ def main() -> int:
             "",
             f"`python -m bench.bench_int8_recipes --variant {parent.id}`, {started:%Y-%m-%d %H:%M %Z}, commit "
             f"{commit()}; {machine()}. Calibration: {calibration.describe()}. Weights and activations: "
-            f"{recipes()[0][1].describe()}.",
+            f"{recipes()[0][1].describe()}. Fine-tuning trains on {training.describe()}, each also mirrored.",
             "",
             f"- **eval**: mAP50-95 on {float_eval.eval_set} ({float_eval.images} labelled images), what the guard "
             "judges; drop = float parent minus int8.",

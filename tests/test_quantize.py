@@ -23,7 +23,7 @@ PEOPLE_IMAGE = "000000002153"  # four people and a bicycle
 DEVICE = "test-box"
 RECIPE = [  # one candidate, exact on every CPU
     "--calibration", "minmax", "--weights", "s8-7bit", "--float-first-conv", "no", "--float-outliers", "no",
-    "--rounding", "nearest",
+    "--rounding", "nearest", "--finetune", "no",
 ]  # fmt: skip
 
 

@@ -364,6 +364,7 @@ def render_build(report: BuildReport) -> str:
     ]
     lines += [f"  {note}" for note in report.chosen.notes]
     lines += [f"  quantizer warning: {w}" for w in report.chosen.quantizer_warnings]
+    lines += [f"note: {note}" for note in report.notes]
     if report.file:
         lines.append(
             f"wrote {report.file} ({_size(report.file_bytes or 0)}, {report.size_ratio}x smaller) and {report.manifest}"

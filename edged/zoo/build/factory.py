@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from edged import __version__
@@ -21,9 +22,10 @@ from edged.errors import EdgedError, ModelError
 from edged.vision.detector import Detector
 from edged.vision.engines import EngineOptions
 from edged.vision.postprocess import PostprocessOptions
+from edged.zoo.build import qat
 from edged.zoo.build.calibration import CalibrationSet
 from edged.zoo.build.guard import AccuracyGuard, CandidateResult
-from edged.zoo.build.int8 import Int8Recipe, Rounding, prepare_for_quantization, quantize_int8
+from edged.zoo.build.int8 import Int8Recipe, Refinement, prepare_for_quantization, quantize_int8
 from edged.zoo.build.onnx_graph import load_onnx
 from edged.zoo.datasets import EvalSet, open_eval_set
 from edged.zoo.eval import EvalReport, evaluate
@@ -54,9 +56,10 @@ class Int8BuildRequest(BaseModel):
     out: Path
     new_id: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9._-]*$")
     calibration_limit: int = Field(64, ge=1)
+    finetune_limit: int = Field(128, ge=1, description="images of the calibration folder that fine-tuning trains on")
     seed: int = 0
     recipes: list[Int8Recipe] = Field(min_length=1, description="tried in order; the most accurate is kept")
-    refinements: list[Rounding] = Field(
+    refinements: list[Refinement] = Field(
         default_factory=list, description="tried in order on the most accurate recipe while none passes the guard"
     )
     max_drop: float = Field(0.02, ge=0)
@@ -88,6 +91,7 @@ class BuildReport(BaseModel):
     size_ratio: float | None = Field(None, description="parent file size / int8 file size")
     manifest: str | None = None
     message: str
+    notes: list[str] = Field(default_factory=list, description="refinements that could not run here, and why")
 
 
 def build_int8_variant(request: Int8BuildRequest, progress: bool = True) -> BuildReport:
@@ -110,11 +114,19 @@ def build_int8_variant(request: Int8BuildRequest, progress: bool = True) -> Buil
         work_dir = Path(work)
         prepared, input_name = prepare_for_quantization(parent_file, work_dir)
         candidates: list[CandidateResult] = []
+        training: list[np.ndarray] = []
+        notes: list[str] = []
 
         def attempt(recipe: Int8Recipe, label: str) -> CandidateResult:
             model = work_dir / f"candidate-{len(candidates)}.onnx"
+            if recipe.finetune and not training:
+                training.extend(
+                    CalibrationSet(calibration.folder, request.finetune_limit, request.seed).tensors(
+                        parent.input, progress
+                    )
+                )
             quantized = quantize_int8(
-                prepared, model, recipe, tensors, input_name, work_dir, progress, threads=request.threads
+                prepared, model, recipe, tensors, input_name, work_dir, progress, request.threads, training or None
             )
             report = _evaluate(_open_candidate(zoo, parent, model, options), open_eval(), label, progress)
             candidates.append(guard.judge(recipe, parent_report, report, model, quantized))
@@ -124,10 +136,13 @@ def build_int8_variant(request: Int8BuildRequest, progress: bool = True) -> Buil
             if attempt(recipe, f"{new_id} {index + 1}/{len(request.recipes)}").drop <= GOOD_ENOUGH * request.max_drop:
                 break  # another recipe would not be worth its minutes
         most_accurate = guard.best(candidates).recipe
-        for rounding in request.refinements:
+        for refinement in request.refinements:
             if any(c.within_guard for c in candidates):
                 break  # refinements cost minutes: only where every candidate fails the guard
-            attempt(most_accurate.model_copy(update={"rounding": rounding}), f"{new_id} + {rounding}")
+            if refinement == "finetune" and not qat.available():
+                notes.append("fine-tuning (QAT) skipped: it needs torch, in the [build] extra")
+                continue
+            attempt(most_accurate.refined(refinement), f"{new_id} + {refinement}")
         best = guard.best(candidates)
         report_so_far = BuildReport(
             variant=new_id,
@@ -144,6 +159,7 @@ def build_int8_variant(request: Int8BuildRequest, progress: bool = True) -> Buil
             chosen=best,
             accepted=False,
             message=guard.refusal(best, parent_report),
+            notes=notes,
         )
         if not best.within_guard and not request.force:
             return report_so_far
@@ -293,7 +309,7 @@ def _child_variant(
         provenance=Provenance(
             command=request.command,
             parent=parent.id,
-            data=[f"calibration: {calibration.describe()}"],
+            data=[f"calibration: {calibration.describe()}", *_training_data(chosen.recipe, calibration, request)],
             seed=request.seed,
             built_at=_now(),
             edged_version=__version__,
@@ -303,6 +319,13 @@ def _child_variant(
             f"(max drop {request.max_drop})",
         ),
     )
+
+
+def _training_data(recipe: Int8Recipe, calibration: CalibrationSet, request: Int8BuildRequest) -> list[str]:
+    if not recipe.finetune:
+        return []
+    training = CalibrationSet(calibration.folder, request.finetune_limit, request.seed)
+    return [f"fine-tuning: {training.describe()}, each also mirrored; targets: the parent's own outputs"]
 
 
 def _accuracy_figures(report: EvalReport) -> dict[str, object]:

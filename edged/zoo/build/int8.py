@@ -7,8 +7,9 @@ Weights: U8 activations with S8 weights is ONNX Runtime's fast path, but on x86 
 (vpmaddubsw) saturate 16-bit sums of u8 x s8 products, which cost NanoDet 0.04 mAP here. There, either weights
 keep 7 bits (`s8-7bit`, ORT's reduce_range) or they are unsigned (`u8`); the guard measures which is better.
 
-A recipe may also keep float the convolutions whose input one 8-bit scale serves badly (outliers.py), and refine
-the quantizer's weights layer by layer: bias correction, or AdaRound (rounding.py).
+A recipe may also keep float the convolutions whose input one 8-bit scale serves badly (outliers.py), refine
+the quantizer's weights layer by layer: bias correction, or AdaRound (rounding.py), and then fine-tune weights and
+activation ranges with the quantized model in the loop, distilled from the float parent (qat.py, needs torch).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ Calibration = Literal["minmax", "entropy", "percentile"]
 OpSet = Literal["conv", "all"]
 WeightType = Literal["s8", "s8-7bit", "u8"]
 Rounding = Literal["nearest", "bias-correction", "adaround"]
+Refinement = Literal["bias-correction", "adaround", "finetune"]  # what the guard may add to its best recipe
 ROUNDING_NAMES = {
     "nearest": "nearest rounding",
     "bias-correction": "bias correction",
@@ -58,6 +60,7 @@ class Int8Recipe(BaseModel):
     float_first_conv: bool = False  # the layer that sees raw pixels: its error flows through every later layer
     float_outliers: bool = False  # convs whose input one 8-bit scale serves badly stay float (see outliers.py)
     rounding: Rounding = "nearest"  # or biases corrected, or weights re-rounded too (see rounding.py)
+    finetune: bool = False  # then quantization-aware fine-tuning (see qat.py)
 
     def describe(self) -> str:
         parts = [
@@ -72,7 +75,16 @@ class Int8Recipe(BaseModel):
             parts.append("outlier-input convs float")
         if self.rounding != "nearest":
             parts.append(ROUNDING_NAMES[self.rounding])
+        if self.finetune:
+            parts.append("fine-tuned (QAT)")
         return "QDQ " + ", ".join(parts)
+
+    def refined(self, refinement: Refinement) -> Int8Recipe:
+        """This recipe with one more refinement; fine-tuning starts from bias-corrected weights."""
+        if refinement == "finetune":
+            rounding = "bias-correction" if self.rounding == "nearest" else self.rounding
+            return self.model_copy(update={"rounding": rounding, "finetune": True})
+        return self.model_copy(update={"rounding": refinement})
 
     def flags(self) -> str:
         """The `edged zoo build` options that select exactly this recipe."""
@@ -80,7 +92,7 @@ class Int8Recipe(BaseModel):
         spread = "yes" if self.float_outliers else "no"
         return (
             f"--calibration {self.calibration} --ops {self.ops} --weights {self.weights} --float-first-conv {first} "
-            f"--float-outliers {spread} --rounding {self.rounding}"
+            f"--float-outliers {spread} --rounding {self.rounding} --finetune {'yes' if self.finetune else 'no'}"
         )
 
 
@@ -139,8 +151,10 @@ def quantize_int8(
     cache_dir: Path,
     progress: bool = True,
     threads: int = 2,
+    training: list[np.ndarray] | None = None,
 ) -> Quantized:
-    """Quantize `prepared` (from prepare_for_quantization) with `recipe`, calibrated on `tensors`.
+    """Quantize `prepared` (from prepare_for_quantization) with `recipe`, calibrated on `tensors`; a fine-tuning
+    recipe trains on `training` (default: `tensors`).
 
     The quantizer's warnings, which it would otherwise print on stdout and the root logger in the middle of our own
     output, are returned with the notes of the recipe's refinements (convs kept float, layers re-rounded).
@@ -165,9 +179,31 @@ def quantize_int8(
             float_model, model, tensors, input_name, weight_range(recipe), sessions, adaptive, progress=progress
         )
         result.notes += _rounding_notes(report, adaptive)
+    if recipe.finetune:
+        result.notes.append(_finetune(float_model, model, training or tensors, input_name, recipe, sessions, progress))
     compact(model)
     onnx.save(model, str(output))
     return result
+
+
+def _finetune(
+    float_model: Any,
+    model: Any,
+    training: list[np.ndarray],
+    input_name: str,
+    recipe: Int8Recipe,
+    sessions: Callable[[bytes], Any],
+    progress: bool,
+) -> str:
+    from edged.zoo.build.qat import finetune
+
+    teacher = sessions(float_model.SerializeToString())
+    report = finetune(teacher, model, training, input_name, weight_range(recipe), progress=progress)
+    return (
+        f"fine-tuned with the quantizer in the loop ({report.steps} steps on {report.images} images and their "
+        f"mirrors; {report.ranges} activation ranges learnt, {report.changed} integer weights moved): distance to the "
+        f"float parent's outputs {report.loss_before:.3g} -> {report.loss_after:.3g} on those images"
+    )
 
 
 def _outliers_note(spread: list[InputNoise], noise: list[InputNoise]) -> str:
@@ -336,12 +372,15 @@ def candidate_recipes(
     float_first_conv: list[bool] | None = None,
     float_outliers: list[bool] | None = None,
     rounding: Rounding = "nearest",
+    finetune: bool = False,
 ) -> list[Int8Recipe]:
     """Every combination, cheapest first. Weights default to what is exact and fast on this host."""
     if weights is None:
         weights = ["u8", "s8-7bit"] if host_saturates_u8s8() else ["s8"]
     return [
-        Int8Recipe(calibration=c, ops=o, weights=w, float_first_conv=f, float_outliers=x, rounding=rounding)
+        Int8Recipe(
+            calibration=c, ops=o, weights=w, float_first_conv=f, float_outliers=x, rounding=rounding, finetune=finetune
+        )
         for c in calibrations
         for o in ops
         for w in weights
