@@ -143,3 +143,13 @@ def test_auto_finetune_without_torch_is_skipped_and_says_so(coco_zoo, shared, va
     assert code == 1
     assert len(report["candidates"]) == 1  # nothing but the plain recipe could run
     assert report["notes"] == ["fine-tuning (QAT) skipped: it needs torch, in the [build] extra"]
+
+
+def test_finetune_yes_without_torch_fails_before_any_work(coco_zoo, shared, val_dev, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(qat, "available", lambda: False)
+    calib = shared / "data" / "coco128-train" / "images"
+    args = ["zoo", "build", "--zoo", str(coco_zoo.path), "--variant", PARENT, "--technique", "int8"]
+    code = main([*args, "--calib", str(calib), "--eval", str(val_dev), "--out", str(tmp_path), "--finetune", "yes"])
+    assert code != 0
+    assert "edged zoo build --finetune yes needs the 'torch' package" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -316,6 +316,11 @@ def _run_zoo_build(args: argparse.Namespace) -> int:
     except ImportError as exc:  # onnx (and ONNX Runtime's quantization tools that need it)
         raise MissingExtraError(exc.name or "onnx", "build", "edged zoo build") from None
 
+    if args.finetune == "yes":
+        from edged.zoo.build import qat
+
+        if not qat.available():  # now, not after minutes of calibration
+            raise MissingExtraError("torch", "build", "edged zoo build --finetune yes")
     recipes = candidate_recipes(
         ["minmax", "percentile"] if args.calibration == "auto" else [args.calibration],
         [args.ops],
