@@ -36,6 +36,7 @@ BATCH = 8
 WEIGHT_LEARNING_RATE = 0.01  # Adam, for weights in units of their grid step: a hundred steps move one a notch
 RANGE_LEARNING_RATE = 1e-3  # Adam, for the activation scales, whose gradients LSQ already normalises
 BIAS_LEARNING_RATE = 1e-4  # Adam, for the biases, which train as plain floats
+MIN_RANGE_FRACTION = 1 / 16  # no activation scale shrinks below this fraction of the calibrated one
 
 
 @dataclass
@@ -77,6 +78,7 @@ def finetune(
     batches = -(-len(images) // BATCH)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * batches)
     generator = torch.Generator().manual_seed(seed)
+    floors = [r.detach().clone() * MIN_RANGE_FRACTION for r in student.ranges]
     loss_before = _distance(student, images, targets)
     with tqdm(total=epochs * len(images), desc="fine-tuning", unit="img", disable=not progress, leave=False) as bar:
         for _ in range(epochs):
@@ -88,6 +90,9 @@ def finetune(
                 loss.backward()
                 optimizer.step()
                 schedule.step()
+                with torch.no_grad():  # Adam's steps are absolute: keep a small scale from crossing zero
+                    for scale, floor in zip(student.ranges, floors, strict=True):
+                        scale.clamp_(min=floor)
                 bar.update(len(batch))
                 bar.set_postfix(loss=f"{loss.item():.2e}")
     loss_after = _distance(student, images, targets)
