@@ -218,6 +218,20 @@ def test_calibrating_on_the_eval_set_is_refused(coco_zoo, val_dev, tmp_path, cap
     assert "also in the eval set" in err
 
 
+def test_missing_finetuning_folder_is_a_clear_error(coco_zoo, shared, val_dev, tmp_path, capsys):
+    calib = shared / "data" / "coco128-train" / "images"
+    args = build_args(coco_zoo.path, calib, val_dev, tmp_path / "out", "--finetune-data", str(tmp_path / "nope"))
+    err = run_error(args, capsys)
+    assert "nope: fine-tuning folder not found" in err
+
+
+def test_finetuning_on_the_eval_set_is_refused(coco_zoo, shared, val_dev, tmp_path, capsys):
+    calib = shared / "data" / "coco128-train" / "images"
+    args = build_args(coco_zoo.path, calib, val_dev, tmp_path / "out", "--finetune-data", str(val_dev / "images"))
+    err = run_error(args, capsys)
+    assert "fine-tuning image(s) are also in the eval set" in err
+
+
 def test_missing_eval_set_is_a_clear_error(coco_zoo, shared, tmp_path, capsys):
     calib = shared / "data" / "coco128-train" / "images"
     err = run_error(build_args(coco_zoo.path, calib, tmp_path / "no-eval", tmp_path / "out"), capsys)

@@ -40,10 +40,10 @@ re-check with `edged zoo eval --record` on) the device class the variant will ru
 Where every candidate fails the guard, --rounding auto refines the most accurate one: layer by layer on the
 calibration images, each convolution's bias absorbs the mean error of its output (bias correction); then, if
 that is not enough and torch is installed (the [build] extra), --finetune auto trains weights and activation
-ranges with the quantized model in the loop, towards the parent's own outputs on the calibration folder's images
-(QAT; no labels; 2-3 minutes on 2 cores for FastestDet). Same graph, size and speed. Candidates with
---float-outliers keep float the convolutions whose input one 8-bit scale serves badly: that is what YOLOX-nano
-needed. bench/INT8_RECIPES.md measures each refinement on FastestDet.
+ranges with the quantized model in the loop, towards the parent's own outputs on unlabelled images (--finetune-data,
+default the calibration folder; QAT, no labels; 2-3 minutes on 2 cores for FastestDet). Same graph, size and
+speed. Candidates with --float-outliers keep float the convolutions whose input one 8-bit scale serves badly:
+that is what YOLOX-nano needed. bench/INT8_RECIPES.md measures each refinement on FastestDet.
 
 The new model file and its manifest entry are written into the output zoo (--out; created if new, or the source
 zoo itself), which also lists the parent with its file referenced, not copied."""
@@ -165,14 +165,20 @@ def register_build(sub: argparse._SubParsersAction) -> None:
         choices=["auto", "yes", "no"],
         default="auto",
         help="quantization-aware fine-tuning, distilled from the parent: weights and activation ranges (LSQ) "
-        "trained with the quantizer in the loop on the calibration folder's images. Needs torch. auto: the "
+        "trained with the quantizer in the loop on unlabelled images. Needs torch. auto: the "
         "last refinement, when no candidate passes the guard and torch is installed (default auto)",
+    )
+    p.add_argument(
+        "--finetune-data",
+        type=Path,
+        help="folder of unlabelled images fine-tuning trains on, never the eval set; more images than calibration "
+        "needs may help (default: the --calib folder)",
     )
     p.add_argument(
         "--finetune-images",
         type=positive_int,
         default=128,
-        help="images of the calibration folder fine-tuning trains on, each also mirrored (default 128)",
+        help="how many of them fine-tuning trains on, each also mirrored (default 128)",
     )
     p.add_argument(
         "--max-drop", type=non_negative_float, default=0.02, help="largest mAP50-95 loss accepted (default 0.02)"
@@ -341,6 +347,7 @@ def _run_zoo_build(args: argparse.Namespace) -> int:
         calibration_limit=args.calib_images,
         seed=args.seed,
         recipes=recipes,
+        finetune_images=args.finetune_data,
         finetune_limit=args.finetune_images,
         refinements=_refinements(args),
         max_drop=args.max_drop,
@@ -374,7 +381,9 @@ def _build_command(args: argparse.Namespace) -> str:
     parts += ["--calib-images", str(args.calib_images), "--seed", str(args.seed)]
     parts += ["--calibration", args.calibration, "--ops", args.ops, "--weights", args.weights]
     parts += ["--float-first-conv", args.float_first_conv, "--float-outliers", args.float_outliers]
-    parts += ["--rounding", args.rounding, "--finetune", args.finetune, "--finetune-images", str(args.finetune_images)]
+    parts += ["--rounding", args.rounding, "--finetune", args.finetune]
+    parts += ["--finetune-data", str(args.finetune_data)] if args.finetune_data else []
+    parts += ["--finetune-images", str(args.finetune_images)]
     parts += ["--max-drop", str(args.max_drop)]
     return shlex.join(parts + (["--force"] if args.force else []))
 

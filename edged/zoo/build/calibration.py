@@ -21,9 +21,10 @@ from edged.vision.preprocess import InputSpec, Preprocessor
 class CalibrationSet:
     """Up to `limit` images from `folder` (a seeded sample when it holds more), pre-processed once, kept in memory."""
 
-    def __init__(self, folder: Path, limit: int, seed: int) -> None:
+    def __init__(self, folder: Path, limit: int, seed: int, role: str = "calibration") -> None:
         self.folder = folder
-        self.available = image_files(folder)
+        self.role = role  # what the images are for, as errors name it: calibration, fine-tuning
+        self.available = image_files(folder, role)
         chosen = self.available if len(self.available) <= limit else random.Random(seed).sample(self.available, limit)
         self.images = sorted(chosen)
         self._tensors: dict[InputSpec, list[np.ndarray]] = {}
@@ -36,36 +37,36 @@ class CalibrationSet:
         """The images as network inputs; unreadable images are errors that name the file."""
         if spec not in self._tensors:
             preprocess = Preprocessor(spec)
-            with tqdm(self.images, desc="calibration images", unit="img", disable=not progress, leave=False) as bar:
+            with tqdm(self.images, desc=f"{self.role} images", unit="img", disable=not progress, leave=False) as bar:
                 self._tensors[spec] = [preprocess(read_image(path))[0] for path in bar]  # closed before an error
         return self._tensors[spec]
 
     def check_disjoint(self, eval_images: Path) -> None:
-        """Refuse calibration images that are also evaluation images (same bytes, whatever the name)."""
+        """Refuse images that are also evaluation images (same bytes, whatever the name)."""
         eval_files = image_files(eval_images) if eval_images.is_dir() else []
         calib_digests = {_digest(p): p for p in self.images}
         shared = [(calib_digests[d], p) for p in eval_files if (d := _digest(p)) in calib_digests]
         if shared:
             (calib, evaluated), more = shared[0], len(shared) - 1
             raise DatasetError(
-                f"{self.folder}: {len(shared)} calibration image(s) are also in the eval set "
-                f"({calib.name} = {evaluated}{f', and {more} more' if more else ''}); calibrating on the "
+                f"{self.folder}: {len(shared)} {self.role} image(s) are also in the eval set "
+                f"({calib.name} = {evaluated}{f', and {more} more' if more else ''}); {self.role} on the "
                 "eval set makes the accuracy guard lie: use images the model will not be evaluated on"
             )
 
 
-def image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path, role: str = "calibration") -> list[Path]:
     """The images in `folder`, or a DatasetError that says why there are none."""
     if not folder.exists():
-        raise DatasetError(f"{folder}: calibration folder not found")
+        raise DatasetError(f"{folder}: {role} folder not found")
     if not folder.is_dir():
-        raise DatasetError(f"{folder}: calibration data must be a folder of images")
+        raise DatasetError(f"{folder}: {role} data must be a folder of images")
     try:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     except OSError as exc:
-        raise DatasetError(f"{folder}: cannot read the calibration folder: {exc}") from None
+        raise DatasetError(f"{folder}: cannot read the {role} folder: {exc}") from None
     if not files:
-        raise DatasetError(f"{folder}: calibration folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise DatasetError(f"{folder}: {role} folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files
 
 

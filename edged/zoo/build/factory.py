@@ -56,7 +56,10 @@ class Int8BuildRequest(BaseModel):
     out: Path
     new_id: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9._-]*$")
     calibration_limit: int = Field(64, ge=1)
-    finetune_limit: int = Field(128, ge=1, description="images of the calibration folder that fine-tuning trains on")
+    finetune_images: Path | None = Field(
+        None, description="unlabelled images fine-tuning trains on (default: calibration's)"
+    )
+    finetune_limit: int = Field(128, ge=1, description="how many of them (a seeded sample when there are more)")
     seed: int = 0
     recipes: list[Int8Recipe] = Field(min_length=1, description="tried in order; the most accurate is kept")
     refinements: list[Refinement] = Field(
@@ -104,6 +107,7 @@ def build_int8_variant(request: Int8BuildRequest, progress: bool = True) -> Buil
     open_eval = _eval_set_opener(request.eval_data, request.eval_images)
     calibration = CalibrationSet(request.calibration_images, request.calibration_limit, request.seed)
     calibration.check_disjoint(_eval_images_dir(request.eval_data, request.eval_images))
+    finetuning = _finetuning_set(request)
     out_manifest = _output_manifest(request.out, zoo)
     guard = AccuracyGuard(request.max_drop)
     options = EngineOptions(threads=request.threads)
@@ -120,11 +124,7 @@ def build_int8_variant(request: Int8BuildRequest, progress: bool = True) -> Buil
         def attempt(recipe: Int8Recipe, label: str) -> CandidateResult:
             model = work_dir / f"candidate-{len(candidates)}.onnx"
             if recipe.finetune and not training:
-                training.extend(
-                    CalibrationSet(calibration.folder, request.finetune_limit, request.seed).tensors(
-                        parent.input, progress
-                    )
-                )
+                training.extend(finetuning.tensors(parent.input, progress))
             quantized = quantize_int8(
                 prepared, model, recipe, tensors, input_name, work_dir, progress, request.threads, training or None
             )
@@ -309,7 +309,7 @@ def _child_variant(
         provenance=Provenance(
             command=request.command,
             parent=parent.id,
-            data=[f"calibration: {calibration.describe()}", *_training_data(chosen.recipe, calibration, request)],
+            data=[f"calibration: {calibration.describe()}", *_training_data(chosen.recipe, request)],
             seed=request.seed,
             built_at=_now(),
             edged_version=__version__,
@@ -321,11 +321,20 @@ def _child_variant(
     )
 
 
-def _training_data(recipe: Int8Recipe, calibration: CalibrationSet, request: Int8BuildRequest) -> list[str]:
+def _finetuning_set(request: Int8BuildRequest) -> CalibrationSet:
+    """The fine-tuning images, checked now (a missing folder or eval images fail before minutes of work)."""
+    folder = request.finetune_images or request.calibration_images
+    training = CalibrationSet(folder, request.finetune_limit, request.seed, role="fine-tuning")
+    if request.finetune_images is not None:
+        training.check_disjoint(_eval_images_dir(request.eval_data, request.eval_images))
+    return training
+
+
+def _training_data(recipe: Int8Recipe, request: Int8BuildRequest) -> list[str]:
     if not recipe.finetune:
         return []
-    training = CalibrationSet(calibration.folder, request.finetune_limit, request.seed)
-    return [f"fine-tuning: {training.describe()}, each also mirrored; targets: the parent's own outputs"]
+    described = _finetuning_set(request).describe()
+    return [f"fine-tuning: {described}, each also mirrored; targets: the parent's own outputs"]
 
 
 def _accuracy_figures(report: EvalReport) -> dict[str, object]:
