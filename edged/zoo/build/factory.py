@@ -168,7 +168,15 @@ def build_int8_variant(request: Int8BuildRequest, progress: bool = True) -> Buil
         shutil.copyfile(work_dir / f"candidate-{candidates.index(best)}.onnx", target)
 
     child = with_profile(
-        _child_variant(parent, new_id, target, best, calibration, request, _own_labels(zoo, parent)),
+        _child_variant(
+            parent,
+            new_id,
+            target,
+            best,
+            _data_used(best.recipe, calibration, finetuning),
+            request,
+            _own_labels(zoo, parent),
+        ),
         request.device_class,
         **_accuracy_figures(best.report),
     )
@@ -293,7 +301,7 @@ def _child_variant(
     new_id: str,
     target: Path,
     chosen: CandidateResult,
-    calibration: CalibrationSet,
+    data: list[str],
     request: Int8BuildRequest,
     labels: list[str] | None,
 ) -> Variant:
@@ -309,7 +317,7 @@ def _child_variant(
         provenance=Provenance(
             command=request.command,
             parent=parent.id,
-            data=[f"calibration: {calibration.describe()}", *_training_data(chosen.recipe, request)],
+            data=data,
             seed=request.seed,
             built_at=_now(),
             edged_version=__version__,
@@ -330,11 +338,12 @@ def _finetuning_set(request: Int8BuildRequest) -> CalibrationSet:
     return training
 
 
-def _training_data(recipe: Int8Recipe, request: Int8BuildRequest) -> list[str]:
-    if not recipe.finetune:
-        return []
-    described = _finetuning_set(request).describe()
-    return [f"fine-tuning: {described}, each also mirrored; targets: the parent's own outputs"]
+def _data_used(recipe: Int8Recipe, calibration: CalibrationSet, finetuning: CalibrationSet) -> list[str]:
+    """The images the chosen recipe was built from, as provenance."""
+    data = [f"calibration: {calibration.describe()}"]
+    if recipe.finetune:
+        data.append(f"fine-tuning: {finetuning.describe()}, each also mirrored; targets: the parent's own outputs")
+    return data
 
 
 def _accuracy_figures(report: EvalReport) -> dict[str, object]:
