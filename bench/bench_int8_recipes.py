@@ -3,13 +3,15 @@
     .venv/bin/python -m bench.bench_int8_recipes [--variant fastestdet-352] [--out out/bench/INT8_RECIPES.md]
 
 Needs ../shared (the reference zoo, coco128-train for calibration, coco-val-dev, data/distill) and the [build]
-extra; about 7 minutes for FastestDet on 2 cores. Not part of `make bench` (that one holds the daemon to its bars).
+extra; about 25 minutes for FastestDet on 2 cores. Not part of `make bench` (that one holds the daemon to its bars).
 
 Two measures per recipe:
 - mAP50-95 on the guard's labelled eval set (coco-val-dev: 64 images), as `edged zoo build` judges it;
 - agreement: mAP50-95 of the int8 model against its float parent's own confident detections (score >= 0.3) on a
   few hundred held-out unlabelled images (data/distill: neither calibration nor eval). 1.0 = the same detections.
   It measures how far int8 moves the detections with far less sampling noise than 64 labelled images.
+Fine-tuning runs with a few seeds (its image order), because its result depends on them, and once on a larger set
+of frames from one video, none of them held out for agreement.
 And the eval set's resolution: the float model with every weight (but the first conv's) moved by uniform noise of
 up to half an 8-bit step, per channel, for a few seeds: the spread of mAP50-95 that perturbations of rounding's
 size cause by chance.
@@ -26,6 +28,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -45,19 +48,35 @@ from edged.zoo.manifest import Variant, Zoo, load_zoo
 
 SHARED = Path(os.environ.get("EDGED_SHARED", ROOT.parent / "shared"))
 HELD_OUT = {"highway": 120, "intel-sample-frames": 100, "street-photos": 44, "drone-people": 60}  # folder: images
+FINETUNE_SEEDS = (0, 1, 2)
+MORE_DATA = ("highway", 512)  # a larger fine-tuning set: this folder's frames that are not held out, how many
 AGREEMENT_SCORE = 0.3  # the parent's detections at or above this score are the agreement set's "truth"
 EVAL = PostprocessOptions.for_evaluation()
 
 
-def recipes() -> list[tuple[str, Int8Recipe]]:
-    """Percentile calibration with the first conv float (FastestDet's best plain recipe), then each refinement."""
+class Trial(NamedTuple):
+    name: str
+    recipe: Int8Recipe
+    more_data: bool = False  # fine-tuned on the larger set (MORE_DATA) rather than the calibration folder
+    seed: int = 0  # of fine-tuning's image order
+
+
+def recipes() -> list[Trial]:
+    """Percentile calibration with the first conv float (FastestDet's best plain recipe), then each refinement;
+    fine-tuning with a few seeds, for its own spread."""
     base = candidate_recipes(["percentile"], ["conv"], float_first_conv=[True], float_outliers=[False])[0]
     rounded = [
         (f"{outliers}{rounding}", base.model_copy(update={"float_outliers": bool(outliers), "rounding": rounding}))
         for outliers in ("", "outliers float + ")
         for rounding in ("nearest", "bias-correction", "adaround")
     ]
-    return [*rounded, ("bias-correction + fine-tuned (QAT)", base.refined("finetune"))]
+    folder, count = MORE_DATA
+    finetuned = base.refined("finetune")
+    return [
+        *[Trial(name, recipe) for name, recipe in rounded],
+        *[Trial(f"bias-correction + fine-tuned (QAT), seed {seed}", finetuned, seed=seed) for seed in FINETUNE_SEEDS],
+        Trial(f"bias-correction + fine-tuned (QAT) on {count} {folder} frames, seed 0", finetuned, more_data=True),
+    ]
 
 
 def agreement_set(zoo: Zoo, parent: Variant, root: Path, per_folder: dict[str, int], threads: int) -> int:
@@ -90,11 +109,24 @@ def agreement_set(zoo: Zoo, parent: Variant, root: Path, per_folder: dict[str, i
 def _held_out_images(per_folder: dict[str, int]) -> list[Path]:
     chosen: list[Path] = []
     for folder, count in per_folder.items():
-        files = sorted(
-            p for p in (SHARED / "data" / "distill" / folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        files = _distill_images(folder)
         chosen += random.Random(0).sample(files, min(count, len(files)))
     return chosen
+
+
+def _distill_images(folder: str) -> list[Path]:
+    return sorted(p for p in (SHARED / "data" / "distill" / folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def training_folder(root: Path, folder: str) -> Path:
+    """The distill folder's images less those held out for agreement, as a folder of links: what fine-tuning may
+    train on without seeing an agreement image."""
+    held_out = set(_held_out_images({folder: HELD_OUT.get(folder, 0)}))
+    root.mkdir()
+    for path in _distill_images(folder):
+        if path not in held_out:
+            (root / path.name).symlink_to(path)
+    return root
 
 
 def perturbed(prepared: Path, out: Path, seed: int) -> Path:
@@ -134,54 +166,81 @@ def main() -> int:
     options = EngineOptions(threads=args.threads)
     calibration = CalibrationSet(args.calib, 64, seed=0)
     training = CalibrationSet(args.calib, 128, seed=0)  # what `edged zoo build --finetune` trains on by default
+    more_folder, more_count = MORE_DATA
+    off_folder = {folder: count for folder, count in HELD_OUT.items() if folder != more_folder}
     with tempfile.TemporaryDirectory(prefix="edged-int8-recipes-") as work:
         work_dir = Path(work)
         boxes = agreement_set(zoo, parent, work_dir / "agreement", HELD_OUT, args.threads)
+        agreement_set(zoo, parent, work_dir / "agreement-off", off_folder, args.threads)
+        more = CalibrationSet(training_folder(work_dir / "more", more_folder), more_count, 0, role="fine-tuning")
         prepared, input_name = prepare_for_quantization(zoo.file_of(parent), work_dir)
         tensors = calibration.tensors(parent.input, progress=False)
-        training_tensors = training.tensors(parent.input, progress=False)
+        training_tensors = {
+            False: training.tensors(parent.input, progress=False),
+            True: more.tensors(parent.input, progress=False),
+        }
 
-        def measure(model: Path) -> tuple[EvalReport, EvalReport]:
+        def measure(model: Path) -> tuple[EvalReport, EvalReport, EvalReport]:
             def opened() -> Detector:
                 return Detector.open(model, "onnx", parent.input, parent.decoder, zoo.labels_of(parent), options, EVAL)
 
-            return _scored(opened, open_eval_set(args.eval)), _scored(opened, open_eval_set(work_dir / "agreement"))
+            return (
+                _scored(opened, open_eval_set(args.eval)),
+                _scored(opened, open_eval_set(work_dir / "agreement")),
+                _scored(opened, open_eval_set(work_dir / "agreement-off")),
+            )
 
-        float_eval, float_agreement = measure(zoo.file_of(parent))
-        rows = [_row("float parent", float_eval, float_agreement, float_eval, zoo.file_of(parent), 0.0, "")]
-        for index, (name, recipe) in enumerate(recipes()):
+        float_eval, float_agreement, float_off = measure(zoo.file_of(parent))
+        rows = [_row("float parent", float_eval, float_agreement, float_off, float_eval, zoo.file_of(parent), 0, "")]
+        for index, trial in enumerate(recipes()):
             model, start = work_dir / f"recipe-{index}.onnx", time.monotonic()
             quantized = quantize_int8(
-                prepared, model, recipe, tensors, input_name, work_dir, False, args.threads, training_tensors
+                prepared,
+                model,
+                trial.recipe,
+                tensors,
+                input_name,
+                work_dir,
+                False,
+                args.threads,
+                training_tensors[trial.more_data],
+                trial.seed,
             )
             seconds = time.monotonic() - start
-            rows.append(_row(name, *measure(model), float_eval, model, seconds, "; ".join(quantized.notes)))
+            rows.append(_row(trial.name, *measure(model), float_eval, model, seconds, "; ".join(quantized.notes)))
             print(rows[-1], flush=True)
         noise = [measure(perturbed(prepared, work_dir / f"noise-{s}.onnx", s)) for s in range(args.perturbations)]
 
-    drops = [float_eval.map50_95 - e.map50_95 for e, _ in noise]
+    drops = [float_eval.map50_95 - e.map50_95 for e, _, _ in noise]
     text = "\n".join(
         [
             f"# int8 recipes on {parent.id}: what each refinement buys",
             "",
             f"`python -m bench.bench_int8_recipes --variant {parent.id}`, {started:%Y-%m-%d %H:%M %Z}, commit "
             f"{commit()}; {machine()}. Calibration: {calibration.describe()}. Weights and activations: "
-            f"{recipes()[0][1].describe()}. Fine-tuning trains on {training.describe()}, each also mirrored.",
+            f"{recipes()[0].recipe.describe()}. Fine-tuning trains on {training.describe()}, or where the row says "
+            f"so on a seeded sample of {len(more.images)} of the {len(more.available)} data/distill/{more_folder} "
+            "frames not held out for agreement; each image also mirrored.",
             "",
             f"- **eval**: mAP50-95 on {float_eval.eval_set} ({float_eval.images} labelled images), what the guard "
             "judges; drop = float parent minus int8.",
             f"- **agreement**: mAP50-95 against the float parent's own detections (score >= {AGREEMENT_SCORE}; "
             f"{boxes} boxes) on {float_agreement.images} held-out unlabelled images from data/distill "
-            f"({', '.join(HELD_OUT)}); 1.0 = identical detections.",
+            f"({', '.join(HELD_OUT)}); 1.0 = identical detections. **off {more_folder}**: the same, on its "
+            f"{float_off.images} images from {', '.join(off_folder)} only: a domain the larger fine-tuning "
+            "set does not show.",
             "",
-            "| recipe | eval mAP50-95 | drop | agreement mAP50-95 | agreement mAP50 | size | build s | notes |",
-            "|---|---|---|---|---|---|---|---|",
+            "| recipe | eval mAP50-95 | drop | agreement mAP50-95 | agreement mAP50 "
+            f"| agreement off {more_folder} | size | build s | notes |",
+            "|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
             f"**The eval set's resolution.** The float model with every weight (but the first conv's) moved by "
             f"uniform noise of up to half an 8-bit step, {args.perturbations} seeds: eval drop "
             f"{min(drops):+.4f} to {max(drops):+.4f} (mean {np.mean(drops):+.4f}); agreement "
-            f"{min(a.map50_95 for _, a in noise):.4f} to {max(a.map50_95 for _, a in noise):.4f}. Differences "
+            f"{min(a.map50_95 for _, a, _ in noise):.4f} to {max(a.map50_95 for _, a, _ in noise):.4f} (off "
+            f"{more_folder}: {min(o.map50_95 for _, _, o in noise):.4f} to {max(o.map50_95 for _, _, o in noise):.4f})"
+            ". Differences "
             "between recipes smaller than that spread on the eval set are not resolved by it.",
             "",
         ]
@@ -201,11 +260,19 @@ def _scored(opened: Callable[[], Detector], eval_set: EvalSet) -> EvalReport:
 
 
 def _row(
-    name: str, scored: EvalReport, agreement: EvalReport, parent: EvalReport, model: Path, seconds: float, notes: str
+    name: str,
+    scored: EvalReport,
+    agreement: EvalReport,
+    agreement_off: EvalReport,
+    parent: EvalReport,
+    model: Path,
+    seconds: float,
+    notes: str,
 ) -> str:
     return (
         f"| {name} | {scored.map50_95:.4f} | {parent.map50_95 - scored.map50_95:+.4f} | {agreement.map50_95:.4f} "
-        f"| {agreement.map50:.4f} | {model.stat().st_size / 1e6:.2f} MB | {seconds:.0f} | {notes} |"
+        f"| {agreement.map50:.4f} | {agreement_off.map50_95:.4f} | {model.stat().st_size / 1e6:.2f} MB "
+        f"| {seconds:.0f} | {notes} |"
     )
 
 

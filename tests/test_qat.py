@@ -103,6 +103,21 @@ def test_finetuning_brings_the_int8_model_closer_to_its_float_parent_on_unseen_i
     assert checked == 69
 
 
+def test_finetuning_is_reproducible_from_its_seed_and_the_seed_matters(quantized, tmp_path):
+    """The build's --seed is in the variant's provenance: it must be what decides fine-tuning's image order."""
+    prepared, _, input_name, training, _ = quantized
+    recipe = RECIPE.model_copy(update={"finetune": True})
+
+    def built(seed: int, name: str) -> bytes:
+        out = tmp_path / name
+        quantize_int8(prepared, out, recipe, training[:8], input_name, tmp_path, progress=False, seed=seed)
+        return out.read_bytes()
+
+    first = built(0, "first.onnx")
+    assert built(0, "again.onnx") == first
+    assert built(1, "other.onnx") != first
+
+
 def test_build_with_finetune_records_it(coco_zoo, shared, val_dev, tmp_path, capsys):
     calib = shared / "data" / "coco128-train" / "images"
     code = main(

@@ -122,7 +122,12 @@ def register_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output zoo directory (created if new)")
     p.add_argument("--id", dest="new_id", type=variant_id, help="new variant id (default: <parent>-int8)")
     p.add_argument("--calib-images", type=positive_int, default=64, help="calibration images used (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the calibration and fine-tuning samples and of fine-tuning's image order (default 0)",
+    )
     p.add_argument(
         "--calibration",
         choices=["auto", "minmax", "entropy", "percentile"],

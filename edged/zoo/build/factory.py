@@ -126,7 +126,16 @@ def build_int8_variant(request: Int8BuildRequest, progress: bool = True) -> Buil
             if recipe.finetune and not training:
                 training.extend(finetuning.tensors(parent.input, progress))
             quantized = quantize_int8(
-                prepared, model, recipe, tensors, input_name, work_dir, progress, request.threads, training or None
+                prepared,
+                model,
+                recipe,
+                tensors,
+                input_name,
+                work_dir,
+                progress,
+                request.threads,
+                training or None,
+                request.seed,
             )
             report = _evaluate(_open_candidate(zoo, parent, model, options), open_eval(), label, progress)
             candidates.append(guard.judge(recipe, parent_report, report, model, quantized))

@@ -152,9 +152,10 @@ def quantize_int8(
     progress: bool = True,
     threads: int = 2,
     training: list[np.ndarray] | None = None,
+    seed: int = 0,
 ) -> Quantized:
     """Quantize `prepared` (from prepare_for_quantization) with `recipe`, calibrated on `tensors`; a fine-tuning
-    recipe trains on `training` (default: `tensors`).
+    recipe trains on `training` (default: `tensors`), in an order drawn from `seed`.
 
     The quantizer's warnings, which it would otherwise print on stdout and the root logger in the middle of our own
     output, are returned with the notes of the recipe's refinements (convs kept float, layers re-rounded).
@@ -180,7 +181,9 @@ def quantize_int8(
         )
         result.notes += _rounding_notes(report, adaptive)
     if recipe.finetune:
-        result.notes.append(_finetune(float_model, model, training or tensors, input_name, recipe, sessions, progress))
+        result.notes.append(
+            _finetune(float_model, model, training or tensors, input_name, recipe, sessions, progress, seed)
+        )
     compact(model)
     onnx.save(model, str(output))
     return result
@@ -194,11 +197,12 @@ def _finetune(
     recipe: Int8Recipe,
     sessions: Callable[[bytes], Any],
     progress: bool,
+    seed: int,
 ) -> str:
     from edged.zoo.build.qat import finetune
 
     teacher = sessions(float_model.SerializeToString())
-    report = finetune(teacher, model, training, input_name, weight_range(recipe), progress=progress)
+    report = finetune(teacher, model, training, input_name, weight_range(recipe), seed=seed, progress=progress)
     return (
         f"fine-tuned with the quantizer in the loop ({report.steps} steps on {report.images} images and their "
         f"mirrors; {report.ranges} activation ranges learnt, {report.changed} integer weights moved): distance to the "
