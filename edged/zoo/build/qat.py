@@ -18,7 +18,8 @@ into it, rounded onto their grids.
 What moves most is the ranges. Weights train in units of their grid step from their rounded values, so one must
 travel half a step to change; at the default rate few do. In exploratory runs on FastestDet, letting them move
 further (5x the rate) fitted the 128 training images and lost agreement with the float model on held-out images,
-and freezing them lost a little; bench/INT8_RECIPES.md measures the default.
+and freezing them lost a little; bench/INT8_RECIPES.md measures the default. The result depends on the image
+order (the build's --seed): on FastestDet three seeds spread over twice the noise of the measure.
 """
 
 from __future__ import annotations
