@@ -62,18 +62,24 @@ class Trial(NamedTuple):
 
 
 def recipes() -> list[Trial]:
-    """Percentile calibration with the first conv float (FastestDet's best plain recipe), then each refinement;
-    fine-tuning with a few seeds, for its own spread."""
-    base = candidate_recipes(["percentile"], ["conv"], float_first_conv=[True], float_outliers=[False])[0]
-    rounded = [
-        (f"{outliers}{rounding}", base.model_copy(update={"float_outliers": bool(outliers), "rounding": rounding}))
-        for outliers in ("", "outliers float + ")
-        for rounding in ("nearest", "bias-correction", "adaround")
-    ]
+    """Percentile calibration with the first conv float (FastestDet's best plain recipe), ReLUs folded into the
+    convs' output ranges, then each refinement; fine-tuning with a few seeds, for its own spread. First the same
+    with convolutions alone quantized (`--ops conv`), to show what folding the ReLUs buys."""
+    base = candidate_recipes(["percentile"], ["conv-relu"], float_first_conv=[True], float_outliers=[False])[0]
+    conv_only = base.model_copy(update={"ops": "conv"})
     folder, count = MORE_DATA
     finetuned = base.refined("finetune")
     return [
-        *[Trial(name, recipe) for name, recipe in rounded],
+        Trial("Conv only: nearest", conv_only),
+        Trial("Conv only: bias-correction", conv_only.refined("bias-correction")),
+        Trial("Conv only: bias-correction + fine-tuned (QAT), seed 0", conv_only.refined("finetune")),
+        Trial("nearest", base),
+        Trial("bias-correction", base.refined("bias-correction")),
+        Trial("adaround", base.refined("adaround")),
+        Trial(
+            "outliers float + bias-correction",
+            base.model_copy(update={"float_outliers": True}).refined("bias-correction"),
+        ),
         *[Trial(f"bias-correction + fine-tuned (QAT), seed {seed}", finetuned, seed=seed) for seed in FINETUNE_SEEDS],
         Trial(f"bias-correction + fine-tuned (QAT) on {count} {folder} frames, seed 0", finetuned, more_data=True),
     ]
@@ -85,7 +91,9 @@ def agreement_set(zoo: Zoo, parent: Variant, root: Path, per_folder: dict[str, i
     (root / "labels").mkdir()
     labels = zoo.labels_of(parent)
     (root / "classes.txt").write_text("\n".join(labels) + "\n")
-    detector = zoo.open_detector(parent.id, EngineOptions(threads=threads), PostprocessOptions())
+    detector = zoo.open_detector(
+        parent.id, EngineOptions(threads=threads), PostprocessOptions(score_threshold=AGREEMENT_SCORE)
+    )
     boxes = 0
     try:
         for index, path in enumerate(_held_out_images(per_folder)):
@@ -95,8 +103,7 @@ def agreement_set(zoo: Zoo, parent: Variant, root: Path, per_folder: dict[str, i
             lines = [
                 f"{int(c)} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "
                 f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}"
-                for (x1, y1, x2, y2), s, c in zip(found.boxes, found.scores, found.class_ids, strict=True)
-                if s >= AGREEMENT_SCORE
+                for (x1, y1, x2, y2), c in zip(found.boxes, found.class_ids, strict=True)
             ]
             (root / "images" / f"{index:04d}{path.suffix.lower()}").symlink_to(path)
             (root / "labels" / f"{index:04d}.txt").write_text("".join(line + "\n" for line in lines))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -140,6 +141,83 @@ def test_when_no_candidate_passes_the_most_accurate_is_refined_with_bias_correct
     assert refined["description"].endswith("bias correction")
     assert refined["notes"] == ["biases of 70 layers corrected"]  # every conv: the first is quantized too
     assert refined["file_bytes"] == pytest.approx(plain["file_bytes"], rel=0.02)
+
+
+def relu_inputs(path: Path) -> Counter[str]:
+    """The op behind each ReLU's input, looking through quantize / dequantize pairs."""
+    import onnx
+
+    model = onnx.load(path)
+    producer = {output: node for node in model.graph.node for output in node.output}
+
+    def behind(tensor: str) -> str:
+        node = producer.get(tensor)
+        while node is not None and node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            node = producer.get(node.input[0])
+        return node.op_type if node is not None else "input"
+
+    return Counter(behind(node.input[0]) for node in model.graph.node if node.op_type == "Relu")
+
+
+def test_relus_after_quantized_convs_are_folded_into_their_output_range(built, coco_zoo):
+    """The default --ops conv-relu: a conv's output is rounded once, over [0, max], not again after its ReLU."""
+    zoo = load_zoo(built[0])
+    assert relu_inputs(zoo.file_of(zoo.variant(PARENT))) == {"Conv": 47, "Add": 1}
+    assert relu_inputs(zoo.file_of(zoo.variant(CHILD))) == {"Add": 1}  # every conv is quantized in this recipe
+
+
+def test_ops_conv_relu_rounds_a_conv_output_once_over_what_its_relu_keeps(tmp_path: Path):
+    """On conv -> ReLU -> conv: --ops conv quantizes the first conv's whole output, negatives included, and then the
+    ReLU's; conv-relu drops the ReLU and quantizes the conv's output over [0, max] only: a grid half as coarse
+    here, and outputs at least as close to the float net's."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edged.zoo.build.int8 import Int8Recipe, prepare_for_quantization, quantize_int8
+
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(rng.standard_normal(shape).astype("float32"), name)
+        for name, shape in (("w1", (8, 3, 3, 3)), ("w2", (4, 8, 1, 1)))
+    ]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["a"], ["r"]),
+            helper.make_node("Conv", ["r", "w2"], ["y"]),
+        ],
+        "conv-relu-conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        weights,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "net.onnx")
+    prepared, input_name = prepare_for_quantization(tmp_path / "net.onnx", tmp_path)
+    tensors = [rng.random((1, 3, 8, 8), dtype=np.float32) for _ in range(8)]
+    float_outputs = np.concatenate([ort.InferenceSession(str(prepared)).run(None, {"x": t})[0] for t in tensors])
+
+    def quantized(ops: str) -> tuple[float, int, float]:
+        """The scale and zero point of conv1's output quantizer, and the RMS distance to the float outputs."""
+        out = tmp_path / f"{ops}.onnx"
+        recipe = Int8Recipe(calibration="minmax", weights="u8", ops=ops)
+        quantize_int8(prepared, out, recipe, tensors, input_name, tmp_path, progress=False)
+        model = onnx.load(out)
+        assert relu_inputs(out) == ({} if ops == "conv-relu" else {"Conv": 1})
+        conv1 = next(n for n in model.graph.node if n.op_type == "Conv")  # graph order: the one on the pixels
+        quantizer = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == conv1.output[0])
+        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        session = ort.InferenceSession(str(out))
+        outputs = np.concatenate([session.run(None, {"x": t})[0] for t in tensors])
+        rms = float(np.sqrt(np.mean((outputs - float_outputs) ** 2)))
+        return float(inits[quantizer.input[1]]), int(inits[quantizer.input[2]]), rms
+
+    folded_scale, folded_zero, folded_rms = quantized("conv-relu")
+    scale, zero, rms = quantized("conv")
+    assert folded_zero == 0 and zero > 0  # [0, max] against [min, max]
+    assert folded_scale < 0.7 * scale
+    assert folded_rms <= rms < 0.05 * float(float_outputs.std())
 
 
 def test_old_exports_are_upgraded_and_weights_exposed_as_inputs_are_stripped(tmp_path: Path):

@@ -135,7 +135,13 @@ def register_build(sub: argparse._SubParsersAction) -> None:
         help="activation ranges: auto tries minmax then percentile (99.999th); entropy is slower and gave "
         "MinMax's ranges on these detectors (default auto)",
     )
-    p.add_argument("--ops", choices=["conv", "all"], default="conv", help="operators to quantize (default conv)")
+    p.add_argument(
+        "--ops",
+        choices=["conv-relu", "conv", "all"],
+        default="conv-relu",
+        help="operators to quantize: conv-relu folds a ReLU/Clip after a conv into its output range (one rounding, "
+        "not two); conv quantizes convolutions alone; all every op ONNX Runtime can (default conv-relu)",
+    )
     p.add_argument(
         "--weights",
         choices=["auto", "s8", "s8-7bit", "u8"],

@@ -7,6 +7,13 @@ Weights: U8 activations with S8 weights is ONNX Runtime's fast path, but on x86 
 (vpmaddubsw) saturate 16-bit sums of u8 x s8 products, which cost NanoDet 0.04 mAP here. There, either weights
 keep 7 bits (`s8-7bit`, ORT's reduce_range) or they are unsigned (`u8`); the guard measures which is better.
 
+Which ops: by default convolutions, with a ReLU or Clip right after one folded into its output's range (ONNX
+Runtime's own QDQRemovableActivation): one rounding over [0, max]. Convolutions alone (`conv`) round the whole
+output, negatives included, then round again after the ReLU, which spends half the grid on values the ReLU drops:
+on FastestDet (47 ReLUs after convs) folding them brings the int8 model's detections much closer to the float
+model's at every refinement (bench/INT8_RECIPES.md). Nets whose activations are not ReLU/Clip (NanoDet's leaky ReLU,
+YOLOX's SiLU) quantize the same either way.
+
 A recipe may also keep float the convolutions whose input one 8-bit scale serves badly (outliers.py), refine
 the quantizer's weights layer by layer: bias correction, or AdaRound (rounding.py), and then fine-tune weights and
 activation ranges with the quantized model in the loop, distilled from the float parent (qat.py, needs torch).
@@ -37,7 +44,9 @@ from edged.zoo.build.rounding import RoundingReport, refine_rounding
 log = logging.getLogger(__name__)
 
 Calibration = Literal["minmax", "entropy", "percentile"]
-OpSet = Literal["conv", "all"]
+OpSet = Literal["conv-relu", "conv", "all"]
+OP_TYPES: dict[str, list[str] | None] = {"conv-relu": ["Conv", "Relu", "Clip"], "conv": ["Conv"], "all": None}
+OP_NAMES = {"conv-relu": "Conv (ReLU folded)", "conv": "Conv only", "all": "all ops"}
 WeightType = Literal["s8", "s8-7bit", "u8"]
 Rounding = Literal["nearest", "bias-correction", "adaround"]
 Refinement = Literal["bias-correction", "adaround", "finetune"]  # what the guard may add to its best recipe
@@ -55,7 +64,7 @@ class Int8Recipe(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     calibration: Calibration
-    ops: OpSet = "conv"
+    ops: OpSet = "conv-relu"
     weights: WeightType = "s8"
     float_first_conv: bool = False  # the layer that sees raw pixels: its error flows through every later layer
     float_outliers: bool = False  # convs whose input one 8-bit scale serves badly stay float (see outliers.py)
@@ -65,7 +74,7 @@ class Int8Recipe(BaseModel):
     def describe(self) -> str:
         parts = [
             f"{self.calibration} calibration",
-            "Conv only" if self.ops == "conv" else "all ops",
+            OP_NAMES[self.ops],
             {"s8": "U8/S8", "s8-7bit": "U8/S8 7-bit weights", "u8": "U8/U8"}[self.weights],
             "per-channel",
         ]
@@ -253,7 +262,7 @@ def _quantize_static(
             str(output),
             _Feeds(tensors, input_name, progress),
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["Conv"] if recipe.ops == "conv" else None,
+            op_types_to_quantize=OP_TYPES[recipe.ops],
             per_channel=True,
             reduce_range=recipe.weights == "s8-7bit",
             activation_type=QuantType.QUInt8,

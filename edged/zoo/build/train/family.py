@@ -224,7 +224,7 @@ def stage_export(ctx: BuildContext) -> None:
             "--calib", str(ctx.eval_dir / "calibration"), "--eval", str(ctx.eval_dir / "family-tune"),
             "--out", str(ctx.out), "--seed", str(SEED), "--force", "--json",
             # the recipes the shipped int8 files were built with:
-            "--float-outliers", "no", "--rounding", "nearest", "--finetune", "no",
+            "--ops", "conv", "--float-outliers", "no", "--rounding", "nearest", "--finetune", "no",
             capture_json=True,
         )  # fmt: skip
         (ctx.work / f"int8-{parent_id}.json").write_text(json.dumps(report, indent=2))
