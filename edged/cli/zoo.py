@@ -37,6 +37,10 @@ On x86 CPUs without VNNI, ONNX Runtime's full-range U8/S8 kernels saturate (Nano
 --weights auto then tries U8/U8 and 7-bit S8 weights instead. The guard measures on this machine: build on (or
 re-check with `edged zoo eval --record` on) the device class the variant will run on.
 
+A ReLU (or Clip) right after a convolution is folded into the range of the convolution's quantized output
+(--ops conv-relu, ONNX Runtime's own QDQRemovableActivation): each output is rounded once, over what the ReLU
+keeps. --ops conv rounds the whole output and then the ReLU's again; on FastestDet that cost accuracy and speed.
+
 Where every candidate fails the guard, --rounding auto refines the most accurate one: layer by layer on the
 calibration images, each convolution's bias absorbs the mean error of its output (bias correction); then, if
 that is not enough and torch is installed (the [build] extra), --finetune auto trains weights and activation
@@ -183,8 +187,8 @@ def register_build(sub: argparse._SubParsersAction) -> None:
         "--finetune-data",
         type=Path,
         help="folder of unlabelled images fine-tuning trains on, never the eval set (default: the --calib folder). "
-        "Prefer varied scenes to many frames of one video: 512 highway frames bought FastestDet nothing over 128 "
-        "COCO images",
+        "More helps: 512 frames of one highway video brought FastestDet closer to its float model than 128 COCO "
+        "images did, on other scenes too (bench/INT8_RECIPES.md)",
     )
     p.add_argument(
         "--finetune-images",
