@@ -168,7 +168,7 @@ def test_relus_after_quantized_convs_are_folded_into_their_output_range(built, c
 
 def test_ops_conv_relu_rounds_a_conv_output_once_over_what_its_relu_keeps(tmp_path: Path):
     """On conv -> ReLU -> conv: --ops conv quantizes the first conv's whole output, negatives included, and then the
-    ReLU's; conv-relu drops the ReLU and quantizes the conv's output over [0, max] only: a grid half as coarse
+    ReLU's; conv-relu drops the ReLU and quantizes the conv's output over [0, max] only: a grid about twice as fine
     here, and outputs at least as close to the float net's."""
     import numpy as np
     import onnx
