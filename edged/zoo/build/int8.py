@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 
 Calibration = Literal["minmax", "entropy", "percentile"]
 OpSet = Literal["conv-relu", "conv", "all"]
-OP_TYPES: dict[str, list[str] | None] = {"conv-relu": ["Conv", "Relu", "Clip"], "conv": ["Conv"], "all": None}
-OP_NAMES = {"conv-relu": "Conv (ReLU folded)", "conv": "Conv only", "all": "all ops"}
+OP_TYPES: dict[OpSet, list[str] | None] = {"conv-relu": ["Conv", "Relu", "Clip"], "conv": ["Conv"], "all": None}
+OP_NAMES: dict[OpSet, str] = {"conv-relu": "Conv (ReLU folded)", "conv": "Conv only", "all": "all ops"}
 WeightType = Literal["s8", "s8-7bit", "u8"]
 Rounding = Literal["nearest", "bias-correction", "adaround"]
 Refinement = Literal["bias-correction", "adaround", "finetune"]  # what the guard may add to its best recipe
