@@ -13,6 +13,8 @@ Two measures per recipe:
   against the parent's detections down to score 0.1, because COCO mAP also ranks the uncertain ones.
 Fine-tuning runs with a few seeds (its image order), because its result depends on them, and once on a larger set
 of frames from one video, none of them held out for agreement.
+The plain recipe is also calibrated on several seeded samples of the calibration folder and once on all of it: how
+much the eval drop moves with the calibration images alone (`edged zoo build --seed` draws that sample).
 And the eval set's resolution: the float model with every weight (but the first conv's) moved by uniform noise of
 up to half an 8-bit step, per channel, for a few seeds: the spread of mAP50-95 that perturbations of rounding's
 size cause by chance.
@@ -70,11 +72,16 @@ class Trial(NamedTuple):
     seed: int = 0  # of fine-tuning's image order
 
 
-def recipes() -> list[Trial]:
+def plain_recipe() -> Int8Recipe:
     """Percentile calibration with the first conv float (FastestDet's best plain recipe), ReLUs folded into the
-    convs' output ranges, then each refinement; fine-tuning with a few seeds, for its own spread. First the same
+    convs' output ranges."""
+    return candidate_recipes(["percentile"], ["conv-relu"], float_first_conv=[True], float_outliers=[False])[0]
+
+
+def recipes() -> list[Trial]:
+    """The plain recipe, then each refinement; fine-tuning with a few seeds, for its own spread. First the same
     with convolutions alone quantized (`--ops conv`), to show what folding the ReLUs buys."""
-    base = candidate_recipes(["percentile"], ["conv-relu"], float_first_conv=[True], float_outliers=[False])[0]
+    base = plain_recipe()
     conv_only = base.model_copy(update={"ops": "conv"})
     folder, count = MORE_DATA
     finetuned = base.refined("finetune")
@@ -173,6 +180,7 @@ def main() -> int:
     parser.add_argument("--calib", type=Path, default=SHARED / "data" / "coco128-train" / "images")
     parser.add_argument("--eval", type=Path, default=SHARED / "data" / "coco-val-dev")
     parser.add_argument("--perturbations", type=int, default=4, help="seeds of the eval-set resolution check")
+    parser.add_argument("--calib-samples", type=int, default=6, help="seeded calibration samples of the plain recipe")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench" / "INT8_RECIPES.md")
     args = parser.parse_args()
@@ -226,8 +234,19 @@ def main() -> int:
             rows.append(_row(trial.name, measure(model), float_eval, model, seconds, "; ".join(quantized.notes)))
             print(rows[-1], flush=True)
         noise = [measure(perturbed(prepared, work_dir / f"noise-{s}.onnx", s)) for s in range(args.perturbations)]
+        samples = [CalibrationSet(args.calib, len(calibration.images), s) for s in range(args.calib_samples)]
+        samples.append(CalibrationSet(args.calib, len(calibration.available), 0))
+        sampled = []
+        for index, sample in enumerate(samples):
+            model, cache = work_dir / f"sample-{index}.onnx", work_dir / f"sample-{index}"  # ranges cached per sample
+            cache.mkdir()
+            tensors = sample.tensors(parent.input, progress=False)
+            quantize_int8(prepared, model, plain_recipe(), tensors, input_name, cache, False, args.threads)
+            sampled.append(measure(model))
+            print(f"calibration sample {index}: {float_eval.map50_95 - sampled[-1].eval.map50_95:+.4f}", flush=True)
 
     drops = [float_eval.map50_95 - n.eval.map50_95 for n in noise]
+    sample_drops = np.array([float_eval.map50_95 - s.eval.map50_95 for s in sampled])
     text = "\n".join(
         [
             f"# int8 recipes on {parent.id}: what each refinement buys",
@@ -259,6 +278,18 @@ def main() -> int:
             f"{_spread(n.off for n in noise)}. Differences between recipes smaller than that spread on the eval set "
             "are not resolved by it.",
             "",
+            f"**The calibration sample's spread.** The plain recipe calibrated on "
+            f"{args.calib_samples} seeded samples of {len(calibration.images)} of the {len(calibration.available)} "
+            f"calibration images (seeds 0-{args.calib_samples - 1}) and on all of them:",
+            "",
+            "| calibration images | eval mAP50-95 | drop | agreement mAP50-95 | agreement, low scores |",
+            "|---|---|---|---|---|",
+            *[_sample_row(s, sample, scores, float_eval) for s, (sample, scores) in enumerate(zip(samples, sampled))],
+            "",
+            f"Eval drop {sample_drops.min():+.4f} to {sample_drops.max():+.4f}, mean {sample_drops.mean():+.4f} "
+            f"(sd {sample_drops.std(ddof=1):.4f}); {int((sample_drops <= 0.01).sum())} of {len(sample_drops)} "
+            "within 0.01.",
+            "",
         ]
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -278,6 +309,15 @@ def _scored(opened: Callable[[], Detector], eval_set: EvalSet) -> EvalReport:
 def _spread(reports: Iterable[EvalReport]) -> str:
     values = [r.map50_95 for r in reports]
     return f"{min(values):.4f} to {max(values):.4f}"
+
+
+def _sample_row(seed: int, sample: CalibrationSet, scores: Scores, parent: EvalReport) -> str:
+    drop = parent.map50_95 - scores.eval.map50_95
+    drawn = f"seed {seed}: {len(sample.images)}" if len(sample.images) < len(sample.available) else "all"
+    return (
+        f"| {drawn} of {len(sample.available)} | {scores.eval.map50_95:.4f} | {drop:+.4f} | {scores.agreement.map50_95:.4f} "
+        f"| {scores.low.map50_95:.4f} |"
+    )
 
 
 def _row(name: str, scores: Scores, parent: EvalReport, model: Path, seconds: float, notes: str) -> str:
