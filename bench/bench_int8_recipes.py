@@ -53,6 +53,7 @@ SHARED = Path(os.environ.get("EDGED_SHARED", ROOT.parent / "shared"))
 HELD_OUT = {"highway": 120, "intel-sample-frames": 100, "street-photos": 44, "drone-people": 60}  # folder: images
 FINETUNE_SEEDS = (0, 1, 2)
 MORE_DATA = ("highway", 512)  # a larger fine-tuning set: this folder's frames that are not held out, how many
+BAR = 0.01  # issue 3's bar for FastestDet: mAP50-95 within this of the float model
 AGREEMENT_SCORE = 0.3  # the parent's detections at or above this score are the agreement set's "truth"
 LOW_SCORE = 0.1  # and for the low-score agreement: COCO mAP also ranks the many boxes below AGREEMENT_SCORE
 EVAL = PostprocessOptions.for_evaluation()
@@ -237,11 +238,10 @@ def main() -> int:
         samples = [CalibrationSet(args.calib, len(calibration.images), s) for s in range(args.calib_samples)]
         samples.append(CalibrationSet(args.calib, len(calibration.available), 0))
         sampled = []
-        for index, sample in enumerate(samples):
-            model, cache = work_dir / f"sample-{index}.onnx", work_dir / f"sample-{index}"  # ranges cached per sample
-            cache.mkdir()
+        for index, sample in enumerate(samples):  # seed 0 repeats the "nearest" row: a check, 10 s
+            model = work_dir / f"sample-{index}.onnx"
             tensors = sample.tensors(parent.input, progress=False)
-            quantize_int8(prepared, model, plain_recipe(), tensors, input_name, cache, False, args.threads)
+            quantize_int8(prepared, model, plain_recipe(), tensors, input_name, work_dir, False, args.threads)
             sampled.append(measure(model))
             print(f"calibration sample {index}: {float_eval.map50_95 - sampled[-1].eval.map50_95:+.4f}", flush=True)
 
@@ -287,8 +287,8 @@ def main() -> int:
             *[_sample_row(s, sample, scores, float_eval) for s, (sample, scores) in enumerate(zip(samples, sampled))],
             "",
             f"Eval drop {sample_drops.min():+.4f} to {sample_drops.max():+.4f}, mean {sample_drops.mean():+.4f} "
-            f"(sd {sample_drops.std(ddof=1):.4f}); {int((sample_drops <= 0.01).sum())} of {len(sample_drops)} "
-            "within 0.01.",
+            f"(sd {sample_drops.std(ddof=1):.4f}); {int((sample_drops <= BAR).sum())} of {len(sample_drops)} "
+            f"within {BAR}.",
             "",
         ]
     )

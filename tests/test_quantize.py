@@ -258,6 +258,40 @@ def test_old_exports_are_upgraded_and_weights_exposed_as_inputs_are_stripped(tmp
     assert graph_stats(tmp_path / "int8.onnx").macs == graph_stats(tmp_path / "old.onnx").macs == 4 * 8 * 8 * 27
 
 
+def test_calibration_cache_is_not_reused_for_other_images(tmp_path: Path) -> None:
+    """Two calibration sets in one cache folder get their own ranges (the cache is keyed by the images too)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edged.zoo.build.int8 import Int8Recipe, prepare_for_quantization, quantize_int8
+
+    weight = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")
+    graph = helper.make_graph(
+        [conv],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, tmp_path / "float.onnx")
+    prepared, input_name = prepare_for_quantization(tmp_path / "float.onnx", tmp_path)
+    recipe = Int8Recipe(calibration="minmax", weights="s8-7bit")
+
+    def input_scale(brightness: float, name: str) -> float:
+        tensors = [np.full((1, 3, 8, 8), brightness, np.float32)]
+        quantize_int8(prepared, tmp_path / name, recipe, tensors, input_name, tmp_path, progress=False)
+        quantized = onnx.load(tmp_path / name)
+        q = next(n for n in quantized.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "x")
+        scale = next(i for i in quantized.graph.initializer if i.name == q.input[1])
+        return float(numpy_helper.to_array(scale))
+
+    dim, bright = input_scale(1.0, "dim.onnx"), input_scale(4.0, "bright.onnx")
+    assert bright == pytest.approx(4 * dim, rel=1e-3)
+
+
 # --- bad input: each a clear error (edged.errors), no traceback, before minutes of work ------------------------------
 
 

@@ -254,7 +254,7 @@ def _quantize_static(
     }
     options: dict[str, Any] = {}
     if "calibration_cache_path" in inspect.signature(quantize_static).parameters:  # ORT >= 1.2x: calibrate once
-        digest = hashlib.sha256(",".join(sorted(excluded)).encode()).hexdigest()[:12]
+        digest = _calibration_key(tensors, excluded)
         options["calibration_cache_path"] = cache_dir / f"calibration-{recipe.calibration}-{recipe.ops}-{digest}.json"
     with _quantizer_chatter() as warnings:
         quantize_static(
@@ -274,6 +274,14 @@ def _quantize_static(
         )
     result.warnings = warnings
     return onnx_module().load(str(output))
+
+
+def _calibration_key(tensors: list[np.ndarray], excluded: list[str]) -> str:
+    """Ranges cached under this key are valid only for these images and these float nodes."""
+    digest = hashlib.sha256(",".join(sorted(excluded)).encode())
+    for tensor in tensors:
+        digest.update(np.ascontiguousarray(tensor).data)
+    return digest.hexdigest()[:12]
 
 
 def weight_range(recipe: Int8Recipe) -> tuple[int, int]:
