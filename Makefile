@@ -42,13 +42,14 @@ demo-detect: install
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
-# Rebuild edged's own demo family (model_zoo/) from scratch on this CPU: trains, prunes, binarises, quantizes,
-# measures (about 2 hours on 2 cores). Resumable: checkpoints in out/zoo-build. Needs the [build] extra and ../shared.
+# Rebuild edged's demo family (model_zoo/) on this CPU from the COCO YOLOX-nano in ../shared: fine-tunes, prunes,
+# factorizes, binarises, quantizes, exports TFLite, measures (hours on 2 cores; MODEL_CARD.md states the time).
+# Resumable: checkpoints in out/zoo-build. Needs the [build] extra and ../shared.
 .PHONY: zoo
 zoo: install
-	@$(BIN)/python -c "import torch, torch_pruning" 2>/dev/null || { \
+	@$(BIN)/python -c "import torch, torch_pruning, litert_torch" 2>/dev/null || { \
 	  echo "make zoo needs the [build] extra: $(BIN)/pip install -e '.[build]'"; exit 1; }
-	$(BIN)/python -m edged.zoo.build.train.family --out model_zoo --shared $(or $(EDGED_SHARED),../shared)
+	$(BIN)/python -m edged.factory.train.family --out model_zoo --shared $(or $(EDGED_SHARED),../shared)
 
 # Every benchmark (bench/), then a summary of ratios against DESIGN.md's quality bars: about 15 minutes with the
 # 10-minute soak (SOAK_MINUTES=0 skips it). BENCH_RESULTS=bench/RESULTS.md records the run for the README.

@@ -39,12 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import ROOT
 from bench.run_all import commit, machine
+from edged.factory.calibration import CalibrationSet
+from edged.factory.int8 import Int8Recipe, candidate_recipes, prepare_for_quantization, quantize_int8
 from edged.sources import IMAGE_SUFFIXES, read_image
 from edged.vision.detector import Detector
 from edged.vision.engines import EngineOptions
 from edged.vision.postprocess import PostprocessOptions
-from edged.zoo.build.calibration import CalibrationSet
-from edged.zoo.build.int8 import Int8Recipe, candidate_recipes, prepare_for_quantization, quantize_int8
 from edged.zoo.datasets import EvalSet, open_eval_set
 from edged.zoo.eval import EvalReport, evaluate
 from edged.zoo.manifest import Variant, Zoo, load_zoo

@@ -12,16 +12,16 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is in the [build] extra, not in `make test`'s install")
 onnx = pytest.importorskip("onnx")
 
-from edged.zoo.build.train.binary import (  # noqa: E402
+from edged.factory.train.binary import (  # noqa: E402
     binarize,
     binary_convs,
     export_binary_onnx,
     pack_bits,
     unpack_bits,
 )
-from edged.zoo.build.train.data import LABELS  # noqa: E402
-from edged.zoo.build.train.measure import open_student_file  # noqa: E402
-from edged.zoo.build.train.student import (  # noqa: E402
+from edged.factory.train.data import LABELS  # noqa: E402
+from edged.factory.train.measure import open_student_file  # noqa: E402
+from edged.factory.train.student import (  # noqa: E402
     ExportModel,
     Student,
     StudentConfig,
@@ -87,7 +87,7 @@ def test_bit_packing_round_trips_exactly() -> None:
 
 
 def test_binary_onnx_unpacks_to_the_exact_weights_and_is_10x_smaller(student: Student, tmp_path: Path) -> None:
-    from edged.zoo.build.train.binary import fold_for_export
+    from edged.factory.train.binary import fold_for_export
 
     binary = binarize(copy.deepcopy(student)).eval()
     assert len(binary_convs(binary)) > 10
@@ -128,9 +128,9 @@ def _unpacked_weights(path: Path) -> list[np.ndarray]:
 
 def test_pruning_physically_shrinks_the_onnx(student: Student, tmp_path: Path) -> None:
     pytest.importorskip("torch_pruning")
-    from edged.zoo.build.train.prune import prune_student
+    from edged.factory.train.prune import prune_model
 
-    pruned = prune_student(student, 0.5)
+    pruned = prune_model(student, 0.5)
     before = export_onnx(copy.deepcopy(student), tmp_path / "before.onnx", (SIZE, SIZE))
     after = export_onnx(copy.deepcopy(pruned), tmp_path / "after.onnx", (SIZE, SIZE))
     assert after.stat().st_size < 0.7 * before.stat().st_size

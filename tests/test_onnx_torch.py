@@ -1,4 +1,4 @@
-"""ONNX graphs run by torch (edged/zoo/build/onnx_torch.py): every op against ONNX Runtime itself, a real detector
+"""ONNX graphs run by torch (edged/factory/onnx_torch.py): every op against ONNX Runtime itself, a real detector
 end to end, and a QDQ graph whose weights stay on the quantizer's grid."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from edged.errors import ModelError  # noqa: E402
+from edged.factory.int8 import prepare_for_quantization  # noqa: E402
+from edged.factory.onnx_torch import torch_module  # noqa: E402
 from edged.sources import read_image  # noqa: E402
 from edged.vision.preprocess import Preprocessor  # noqa: E402
-from edged.zoo.build.int8 import prepare_for_quantization  # noqa: E402
-from edged.zoo.build.onnx_torch import torch_module  # noqa: E402
 
 X_SHAPE = [1, 4, 10, 12]
 

@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edged.cli import main
-from edged.zoo.build.graph_stats import count_macs, count_params
+from edged.factory.graph_stats import count_macs, count_params
 from edged.zoo.manifest import load_zoo, sha256_of
 from edged.zoo.profile import (
     AssumedPowerMeter,

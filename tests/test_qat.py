@@ -1,4 +1,4 @@
-"""Quantization-aware fine-tuning (edged/zoo/build/qat.py) of the real FastestDet int8, and `--finetune` in
+"""Quantization-aware fine-tuning (edged/factory/qat.py) of the real FastestDet int8, and `--finetune` in
 `edged zoo build`.
 
 The claims checked: the QDQ model as a torch module is the QDQ model (its integers round-trip, its output is ONNX
@@ -22,16 +22,16 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import numpy_helper  # noqa: E402
 
 from edged.cli import main  # noqa: E402
-from edged.zoo.build import qat  # noqa: E402
-from edged.zoo.build.calibration import CalibrationSet  # noqa: E402
-from edged.zoo.build.int8 import (  # noqa: E402
+from edged.factory import qat  # noqa: E402
+from edged.factory.calibration import CalibrationSet  # noqa: E402
+from edged.factory.int8 import (  # noqa: E402
     Int8Recipe,
     _session_factory,
     prepare_for_quantization,
     quantize_int8,
     weight_range,
 )
-from edged.zoo.build.onnx_torch import torch_module  # noqa: E402
+from edged.factory.onnx_torch import torch_module  # noqa: E402
 
 PARENT = "fastestdet-352"
 RECIPE = Int8Recipe(calibration="percentile", weights="s8", float_first_conv=True)

@@ -96,7 +96,7 @@ def test_int8_variant_loads_and_finds_the_people_fp32_finds(built, val_dev: Path
 
 
 def test_graph_counts_are_the_same_for_int8_and_fp32(built, coco_zoo):
-    from edged.zoo.build.graph_stats import graph_stats
+    from edged.factory.graph_stats import graph_stats
 
     zoo = load_zoo(built[0])
     fp32, int8 = (graph_stats(zoo.file_of(zoo.variant(v))) for v in (PARENT, CHILD))
@@ -175,7 +175,7 @@ def test_ops_conv_relu_rounds_a_conv_output_once_over_what_its_relu_keeps(tmp_pa
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from edged.zoo.build.int8 import Int8Recipe, prepare_for_quantization, quantize_int8
+    from edged.factory.int8 import Int8Recipe, prepare_for_quantization, quantize_int8
 
     rng = np.random.default_rng(0)
     weights = [
@@ -226,8 +226,8 @@ def test_old_exports_are_upgraded_and_weights_exposed_as_inputs_are_stripped(tmp
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from edged.zoo.build.graph_stats import graph_stats
-    from edged.zoo.build.int8 import Int8Recipe, prepare_for_quantization, quantize_int8
+    from edged.factory.graph_stats import graph_stats
+    from edged.factory.int8 import Int8Recipe, prepare_for_quantization, quantize_int8
 
     weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype("float32"), "w")
     graph = helper.make_graph(
@@ -264,7 +264,7 @@ def test_calibration_cache_is_not_reused_for_other_images(tmp_path: Path) -> Non
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from edged.zoo.build.int8 import Int8Recipe, prepare_for_quantization, quantize_int8
+    from edged.factory.int8 import Int8Recipe, prepare_for_quantization, quantize_int8
 
     weight = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
     conv = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")

@@ -1,4 +1,4 @@
-"""Weight rounding beyond nearest (edged/zoo/build/rounding.py) and mixed precision (outliers.py).
+"""Weight rounding beyond nearest (edged/factory/rounding.py) and mixed precision (outliers.py).
 
 The maths is checked against ONNX Runtime itself (patches x weights == its Conv) and against sampled data (the
 moments, the corrected bias); the end-to-end checks quantize the real FastestDet and compare it with its float
@@ -17,12 +17,10 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edged.sources import read_image  # noqa: E402
-from edged.vision.preprocess import Preprocessor  # noqa: E402
-from edged.zoo.build.calibration import CalibrationSet  # noqa: E402
-from edged.zoo.build.int8 import Int8Recipe, prepare_for_quantization, quantize_int8, weight_range  # noqa: E402
-from edged.zoo.build.outliers import InputNoise, conv_input_noise, outliers  # noqa: E402
-from edged.zoo.build.rounding import (  # noqa: E402
+from edged.factory.calibration import CalibrationSet  # noqa: E402
+from edged.factory.int8 import Int8Recipe, prepare_for_quantization, quantize_int8, weight_range  # noqa: E402
+from edged.factory.outliers import InputNoise, conv_input_noise, outliers  # noqa: E402
+from edged.factory.rounding import (  # noqa: E402
     ConvGeometry,
     IntegerGrid,
     PatchMoments,
@@ -30,6 +28,8 @@ from edged.zoo.build.rounding import (  # noqa: E402
     corrected_bias,
     reconstruction_error,
 )
+from edged.sources import read_image  # noqa: E402
+from edged.vision.preprocess import Preprocessor  # noqa: E402
 
 
 def conv_model(channels: int, outputs: int, kernel: int, stride: int, pad: int, group: int, seed: int = 0):

@@ -23,8 +23,8 @@ from edged.cli.args import (
 )
 
 if TYPE_CHECKING:
-    from edged.zoo.build.factory import BuildReport
-    from edged.zoo.build.int8 import Refinement
+    from edged.factory.factory import BuildReport
+    from edged.factory.int8 import Refinement
     from edged.zoo.profile import EnergyMeter, ProfileReport
 
 INT8_HELP = """\
@@ -333,13 +333,13 @@ def _run_zoo_build(args: argparse.Namespace) -> int:
     from edged.zoo.manifest import default_zoo_path
 
     try:
-        from edged.zoo.build.factory import Int8BuildRequest, build_int8_variant
-        from edged.zoo.build.int8 import candidate_recipes
+        from edged.factory.factory import Int8BuildRequest, build_int8_variant
+        from edged.factory.int8 import candidate_recipes
     except ImportError as exc:  # onnx (and ONNX Runtime's quantization tools that need it)
         raise MissingExtraError(exc.name or "onnx", "build", "edged zoo build") from None
 
     if args.finetune == "yes":
-        from edged.zoo.build import qat
+        from edged.factory import qat
 
         if not qat.available():  # now, not after minutes of calibration
             raise MissingExtraError("torch", "build", "edged zoo build --finetune yes")

@@ -1,1 +1,1 @@
-"""The variant family: manifest, evaluation, profiling, reports. The factory lives in zoo/build (extra [build])."""
+"""The variant family: manifest, evaluation, profiling, reports. edged/factory ([build]) builds it."""

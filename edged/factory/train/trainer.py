@@ -17,10 +17,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from edged.zoo.build.train.augment import AugmentConfig, BatchMaker
-from edged.zoo.build.train.data import TrainCache
-from edged.zoo.build.train.loss import LossConfig, compute_loss
-from edged.zoo.build.train.student import anchor_grid
+from edged.factory.train.augment import AugmentConfig, BatchMaker
+from edged.factory.train.data import TrainCache
+from edged.factory.train.loss import LossConfig, compute_loss
+from edged.factory.train.student import anchor_grid
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import itertools
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import onnx
@@ -21,7 +21,9 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from edged.zoo.build.train.student import Student, export_onnx
+from edged.factory.train.student import export_onnx
+
+Model = TypeVar("Model", bound=nn.Module)
 
 BITS_PER_BYTE = 8
 
@@ -54,12 +56,14 @@ class BinaryConv2d(nn.Conv2d):
         return self._conv_forward(x, binarize_weight(self.weight), self.bias)
 
 
-def binarize(student: Student) -> Student:
-    """Swap every convolution but the first layer and the predictors for a BinaryConv2d, in place."""
-    keep = {id(student.first_layer()), *(id(c) for c in student.head.predictors())}
-    for parent in list(student.modules()):
+def binarize(model: Model, pointwise_only: bool = False) -> Model:
+    """Swap every convolution but the first layer and the predictors (`model.first_layer()`,
+    `model.head.predictors()`) for a BinaryConv2d, in place. `pointwise_only` keeps depthwise filters float: 9
+    weights per channel carry too little to survive a sign, and they are a sliver of a separable net's weights."""
+    keep = {id(cast(Any, model).first_layer()), *(id(c) for c in cast(Any, model).head.predictors())}
+    for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is nn.Conv2d and id(child) not in keep:
+            if type(child) is nn.Conv2d and id(child) not in keep and not (pointwise_only and child.groups > 1):
                 binary = BinaryConv2d(
                     child.in_channels,
                     child.out_channels,
@@ -71,7 +75,7 @@ def binarize(student: Student) -> Student:
                 )
                 binary.load_state_dict(child.state_dict())
                 setattr(parent, name, binary)
-    return student
+    return model
 
 
 def binary_convs(model: nn.Module) -> list[BinaryConv2d]:
@@ -81,20 +85,25 @@ def binary_convs(model: nn.Module) -> list[BinaryConv2d]:
 # --- deployment: fold BN, keep the weights exactly sign x scale, pack them into the ONNX ----------------------
 
 
-def fold_for_export(student: Student) -> Student:
-    """Fold every BatchNorm into its convolution. A binary conv stays exactly sign x per-channel scale after
-    folding (BN only rescales each output channel), and is written back in that exact form."""
-    student = student.eval()
-    for parent in list(student.modules()):
+def fold_for_export(model: Model) -> Model:
+    """Fold every BatchNorm into its convolution, and write every binary conv as a plain one holding exactly
+    sign x per-channel scale (float16-rounded, as the packed file stores it). A binary conv stays exactly that
+    after folding (BN only rescales each output channel)."""
+    model = model.eval()
+    for parent in list(model.modules()):
         children = list(parent.named_children())
         for (name, conv), (bn_name, bn) in itertools.pairwise(children):
             if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
                 setattr(parent, name, _fold(conv, bn))
                 setattr(parent, bn_name, nn.Identity())
-    return student
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, BinaryConv2d):
+                setattr(parent, name, _fold(child, None))
+    return model
 
 
-def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> nn.Conv2d:
     is_binary = isinstance(conv, BinaryConv2d)
     plain = nn.Conv2d(
         conv.in_channels,
@@ -109,16 +118,20 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         plain.weight.copy_(binarize_weight(conv.weight) if is_binary else conv.weight)
         if conv.bias is not None:
             plain.bias.copy_(conv.bias)  # type: ignore[union-attr]
-    fused = fuse_conv_bn_eval(plain, bn)
+    fused = fuse_conv_bn_eval(plain, bn) if bn is not None else plain
     if is_binary:
         with torch.no_grad():
             sign = conv.weight >= 0
-            assert bn.running_var is not None
-            gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            if bn is not None:
+                assert bn.running_var is not None
+                gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            else:
+                gain = torch.ones(conv.out_channels)
             scale = binarize_weight(conv.weight).abs().amax(dim=(1, 2, 3)) * gain
             scale = scale.half().float()  # stored as float16: round here so the export is exactly this model
             fused.weight.copy_(torch.where(sign, 1.0, -1.0) * scale.view(-1, 1, 1, 1))
-            fused.bias.copy_(fused.bias.half().float())  # type: ignore[union-attr]
+            if fused.bias is not None:
+                fused.bias.copy_(fused.bias.half().float())
     return fused
 
 
@@ -141,10 +154,10 @@ def unpack_bits(packed: np.ndarray, count: int) -> np.ndarray:
     return np.unpackbits(packed, bitorder="little")[:count].astype(bool)
 
 
-def export_binary_onnx(student: Student, path: Path, input_size: tuple[int, int]) -> tuple[Path, int]:
+def export_binary_onnx(model: nn.Module, path: Path, input_size: tuple[int, int]) -> tuple[Path, int]:
     """Export with BN folded and every binary weight packed. Returns (path, number of packed convolutions)."""
-    expected = len(binary_convs(student))
-    export_onnx(fold_for_export(copy.deepcopy(student)), path, input_size)
+    expected = len(binary_convs(model))
+    export_onnx(fold_for_export(copy.deepcopy(model)), path, input_size)
     model = onnx.load(str(path))
     packed = pack_model_weights(model, expected)
     onnx.save(model, str(path))

@@ -64,7 +64,7 @@ def finetune(
     """Fine-tune `quantized` (a QDQ ModelProto, changed in place) towards `float_session`'s outputs on `tensors`
     and their mirror images. `float_session`: an ONNX Runtime session of the float parent."""
     torch = _torch()
-    from edged.zoo.build.onnx_torch import torch_module
+    from edged.factory.onnx_torch import torch_module
 
     torch.manual_seed(seed)
     student = torch_module(quantized, weight_range, learn_ranges=True)

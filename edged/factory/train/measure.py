@@ -13,21 +13,23 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from edged.factory.train.data import LABELS
+from edged.factory.train.zoo_writer import input_spec, run_edged
 from edged.vision.decoders import DECODERS
 from edged.vision.detector import Detector
-from edged.vision.engines import EngineOptions
+from edged.vision.engines import DEFAULT_RUNTIME, RUNTIME_FORMAT, EngineOptions
 from edged.vision.postprocess import PostprocessOptions
-from edged.zoo.build.train.data import LABELS
-from edged.zoo.build.train.zoo_writer import input_spec, run_edged
 from edged.zoo.datasets import open_eval_set
 from edged.zoo.eval import EvalReport, evaluate
 from edged.zoo.manifest import Zoo, load_zoo, sha256_of
 
 if TYPE_CHECKING:
-    from edged.zoo.build.train.family import BuildContext
+    from edged.factory.train.family import BuildContext
+    from edged.zoo.profile import ProfileReport
 
 THREADS = 2
 PROFILE_RUNS = 300
+ALTERNATE_GUARD = 0.02  # a variant's file for another engine may lose at most this mAP50-95 against its own
 TEACHERS = ("yolox-nano-416", "nanodet-m-320")
 
 
@@ -96,6 +98,8 @@ def combined_zoo(family: Zoo, reference: Zoo, directory: Path) -> Path:
     for variant in family.variants:
         entry = variant.model_dump(mode="json", exclude_none=True, exclude={"profiles", "provenance"})
         entry.update(technique=variant.technique_name, file=str(family.file_of(variant)))
+        for alternate, model_file in zip(entry.get("alternates", []), variant.alternates):
+            alternate["file"] = str(family.file_of(variant, model_file))
         variants.append(entry)
     for teacher_id in TEACHERS:
         teacher = reference.variant(teacher_id)
@@ -131,8 +135,10 @@ def evaluate_all(zoo: Zoo, variant_ids: list[str], sets: dict[str, tuple[Path, l
 
 
 def measure_family(ctx: BuildContext, command: str) -> None:
-    from edged.zoo.build.train.card import write_model_card
-    from edged.zoo.build.train.family import REPO_ROOT
+    """Evaluate every variant (and the teachers) on every set, hold each compressed variant to its guard (one
+    that fails is removed from the zoo, and the card says so), profile everything in one run, record, report."""
+    from edged.factory.train.card import write_model_card
+    from edged.factory.train.family import REPO_ROOT
     from edged.zoo.profile import ProfileReport, record_accuracy, record_profiles
 
     family = load_zoo(ctx.out)
@@ -140,7 +146,13 @@ def measure_family(ctx: BuildContext, command: str) -> None:
     sets = eval_sets(ctx)
     ids = [v.id for v in family.variants]
     reports = evaluate_all(family, ids, sets) + evaluate_all(reference, list(TEACHERS), sets)
+    reports += evaluate_alternates(family, sets["family-heldout"][0])
     (ctx.work / "eval-results.json").write_text(json.dumps([r.model_dump() for r in reports], indent=2))
+
+    verdicts = guard_verdicts(family, reports)
+    (ctx.work / "guards.json").write_text(json.dumps(verdicts, indent=2))
+    family = drop_failed(family, [v for v, verdict in verdicts.items() if not verdict["passed"]])
+    ids = [v.id for v in family.variants]
 
     combined = combined_zoo(family, reference, ctx.work / "profile-zoo")
     profile = run_edged(
@@ -150,9 +162,117 @@ def measure_family(ctx: BuildContext, command: str) -> None:
     (ctx.work / "profile.json").write_text(json.dumps(profile, indent=2))
 
     report = ProfileReport.model_validate(profile)
+    speed = speed_verdicts(family, report)
+    (ctx.work / "speed-guards.json").write_text(json.dumps(speed, indent=2))
+    family = drop_failed(family, [v for v, verdict in speed.items() if not verdict["passed"]])
+    ids = [v.id for v in family.variants]
     mine = report.model_copy(update={"variants": [v for v in report.variants if v.variant in ids]})
     family = record_profiles(family, mine)
     heldout = [r for r in reports if r.eval_set == "family-heldout" and r.variant in ids]
     family = record_accuracy(family, heldout, report.device_class)
     run_edged("zoo", "report", "--zoo", str(ctx.out), "--out", str(ctx.out / "report"))
     write_model_card(ctx, family, reports, report, command)
+
+
+def evaluate_alternates(zoo: Zoo, heldout: Path) -> list[EvalReport]:
+    """Each variant's other files (TFLite) on the held-out set, reported as `<variant>@<engine>`."""
+    reports = []
+    for variant in zoo.variants:
+        for alternate in variant.alternates:
+            runtime = DEFAULT_RUNTIME[alternate.format]
+            detector = zoo.open_detector(
+                variant.id, EngineOptions(threads=THREADS), PostprocessOptions.for_evaluation(), runtime=runtime
+            )
+            try:
+                reports.append(evaluate(detector, open_eval_set(heldout), f"{variant.id}@{runtime}", progress=False))
+            finally:
+                detector.close()
+    return reports
+
+
+def guard_verdicts(zoo: Zoo, reports: list[EvalReport]) -> dict[str, dict[str, Any]]:
+    """Each compressed variant's mAP50-95 drop on family-heldout against the variant it was derived from (its
+    provenance parent), and whether it is within its guard."""
+    from edged.factory.train.family import GUARDS
+
+    heldout = {r.variant: r.map50_95 for r in reports if r.eval_set == "family-heldout"}
+    verdicts = {}
+    for variant in zoo.variants:
+        guard = GUARDS.get(variant.id)
+        against = variant.provenance.parent
+        if guard is None or variant.id not in heldout or against not in heldout:
+            continue
+        drop = heldout[against] - heldout[variant.id]
+        verdicts[variant.id] = {
+            "against": against,
+            "parent_map50_95": heldout[against],
+            "map50_95": heldout[variant.id],
+            "drop": round(drop, 4),
+            "max_drop": guard,
+            "passed": drop <= guard,
+        }
+    for name, score in heldout.items():  # another engine's file of a variant: as accurate as the variant's own
+        if "@" in name:
+            vid = name.split("@")[0]
+            drop = heldout[vid] - score
+            verdicts[name] = {
+                "against": vid,
+                "parent_map50_95": heldout[vid],
+                "map50_95": score,
+                "drop": round(drop, 4),
+                "max_drop": ALTERNATE_GUARD,
+                "passed": drop <= ALTERNATE_GUARD,
+            }
+    return verdicts
+
+
+def speed_verdicts(zoo: Zoo, report: ProfileReport) -> dict[str, dict[str, Any]]:
+    """Each int8 variant's p50 against its float parent's, both on their fastest engine, in the same profile run:
+    an int8 variant exists to be cheaper, so one above INT8_MAX_LATENCY_RATIO is not shipped."""
+    from edged.factory.train.family import INT8_MAX_LATENCY_RATIO
+
+    p50 = {v.variant: (v.profile.latency.p50_ms, v.profile.engine) for v in report.variants if v.profile.latency}
+    verdicts = {}
+    for variant in zoo.variants:
+        parent = variant.provenance.parent
+        if "int8" not in variant.technique or variant.id not in p50 or parent not in p50:
+            continue
+        ratio = p50[variant.id][0] / p50[parent][0]
+        verdicts[variant.id] = {
+            "against": parent,
+            "p50_ms": p50[variant.id][0],
+            "engine": p50[variant.id][1],
+            "parent_p50_ms": p50[parent][0],
+            "parent_engine": p50[parent][1],
+            "ratio": round(ratio, 3),
+            "max_ratio": INT8_MAX_LATENCY_RATIO,
+            "passed": ratio <= INT8_MAX_LATENCY_RATIO,
+        }
+    return verdicts
+
+
+def drop_failed(zoo: Zoo, failed: list[str]) -> Zoo:
+    """The zoo without the variants (and other-engine files, `id@engine`) that failed their guard."""
+    from edged.zoo.manifest_writer import save_zoo
+
+    if not failed:
+        return zoo
+    variants = []
+    for variant in zoo.variants:
+        lost = {f.split("@")[1] for f in failed if f.startswith(variant.id + "@")}
+        kept = [a for a in variant.alternates if not any(RUNTIME_FORMAT[r] == a.format for r in lost)]  # type: ignore[index]
+        for alternate in variant.alternates:
+            if alternate not in kept:
+                print(f"guard: {variant.id}'s {alternate.format} file is not shipped (see guards.json)", flush=True)
+                zoo.file_of(variant, alternate).unlink(missing_ok=True)
+        variants.append(variant.model_copy(update={"alternates": kept}))
+    zoo = save_zoo(zoo, zoo.manifest.model_copy(update={"variants": variants}))
+    keep = [v for v in zoo.variants if v.id not in failed]
+    shared_files = {v.file for v in keep}
+    for variant in zoo.variants:
+        if variant.id in failed:
+            print(f"guard: {variant.id} is not shipped (see guards.json)", flush=True)
+            for model_file in variant.model_files:
+                if model_file.file not in shared_files:
+                    zoo.file_of(variant, model_file).unlink(missing_ok=True)
+    return save_zoo(zoo, zoo.manifest.model_copy(update={"variants": keep}))

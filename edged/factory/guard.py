@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from edged.zoo.build.int8 import Int8Recipe, Quantized
+from edged.factory.int8 import Int8Recipe, Quantized
 from edged.zoo.eval import EvalReport
 
 

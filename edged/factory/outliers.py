@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edged.zoo.build.onnx_graph import with_outputs
+from edged.factory.onnx_graph import with_outputs
 
 MARGIN_DB = 10.0  # a conv input this far below the model's median SNR is an outlier
 U8_RANGE = (0, 255)  # the recipes' activations are U8

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import onnx
 import torch
@@ -205,17 +205,23 @@ class ExportModel(nn.Module):
     numbers per level instead of an H x W grid (which at 640x640 would outweigh a binary network's weights).
     """
 
-    def __init__(self, student: nn.Module, input_size: tuple[int, int]):
+    def __init__(self, student: nn.Module, input_size: tuple[int, int], probabilities: bool | None = None):
+        """`probabilities`: the student's class outputs are already scores (default: when it has `predict`)."""
         super().__init__()
         self.student = student
+        self.probabilities = hasattr(student, "predict") if probabilities is None else probabilities
         width, height = input_size
         self.levels = [(height // s, width // s, float(s)) for s in STRIDES]
         for i, (h, w, _) in enumerate(self.levels):
             self.register_buffer(f"columns{i}", torch.arange(w, dtype=torch.float32) + 0.5)
             self.register_buffer(f"rows{i}", (torch.arange(h, dtype=torch.float32) + 0.5).view(h, 1))
+        self.any_size = False  # set by export_onnx(any_size=True): the model decodes on its own grids
 
     def forward(self, x: Tensor) -> Tensor:
-        raw = self.student(x)
+        if self.any_size:  # a model that decodes itself on any grid (YOLOX)
+            return cast(Any, self.student).decoded(x)  # type: ignore[no-any-return]
+        # a model whose scores are not one sigmoid of a logit (YOLOX: objectness x class) gives them itself
+        raw = cast(Any, self.student).predict(x) if hasattr(self.student, "predict") else self.student(x)
         outputs, start = [], 0
         for i, (h, w, stride) in enumerate(self.levels):
             level = raw[:, start : start + h * w].reshape(raw.shape[0], h, w, raw.shape[2])
@@ -223,16 +229,19 @@ class ExportModel(nn.Module):
             cx = (level[..., 0] + getattr(self, f"columns{i}")) * stride
             cy = (level[..., 1] + getattr(self, f"rows{i}")) * stride
             wh = torch.exp(level[..., 2:4].clamp(max=MAX_LOG_SIZE)) * stride
-            scores = torch.sigmoid(level[..., 4:])
+            scores = level[..., 4:] if self.probabilities else torch.sigmoid(level[..., 4:])
             decoded = torch.cat([cx.unsqueeze(-1), cy.unsqueeze(-1), wh, scores], dim=-1)
             outputs.append(decoded.reshape(raw.shape[0], h * w, raw.shape[2]))
         return torch.cat(outputs, dim=1).transpose(1, 2)
 
 
-def export_onnx(student: nn.Module, path: Path, input_size: tuple[int, int]) -> Path:
-    """Write a single-input, single-output ONNX (opset 17) for a fixed input size (width, height)."""
+def export_onnx(student: nn.Module, path: Path, input_size: tuple[int, int], any_size: bool = False) -> Path:
+    """Write a single-input, single-output ONNX (opset 17) for an input size (width, height); with `any_size`,
+    height and width stay free in the file (for a model that decodes itself), so variants at several input sizes
+    can share it."""
     width, height = input_size
     model = ExportModel(student, input_size).eval()
+    model.any_size = any_size
     dummy = torch.zeros(1, 3, height, width)
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
@@ -244,9 +253,17 @@ def export_onnx(student: nn.Module, path: Path, input_size: tuple[int, int]) -> 
             output_names=["detections"],
             opset_version=17,
             do_constant_folding=True,
+            dynamic_axes={"images": {2: "height", 3: "width"}, "detections": {2: "cells"}} if any_size else None,
             dynamo=False,
         )
     compact_names(path)
+    if any_size:  # the exporter leaves the batch and channel dims of a dynamic output symbolic: pin them
+        with torch.no_grad():
+            shape = model(dummy).shape
+        onnx_model = onnx.load(str(path))
+        dims = onnx_model.graph.output[0].type.tensor_type.shape.dim
+        dims[0].dim_value, dims[1].dim_value = shape[0], shape[1]
+        onnx.save(onnx_model, str(path))
     return path
 
 

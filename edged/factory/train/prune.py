@@ -8,19 +8,22 @@ counts lose most of the speed-up in ONNX Runtime's kernels).
 from __future__ import annotations
 
 import copy
+from typing import Any, TypeVar, cast
 
 import torch
 import torch_pruning as tp
-
-from edged.zoo.build.train.student import Student
+from torch import nn
 
 ROUND_TO = 16
 TRACE_SIZE = 320
+Model = TypeVar("Model", bound=nn.Module)
 
 
-def prune_student(student: Student, ratio: float) -> Student:
-    """A pruned copy: `ratio` of each prunable layer's channels removed (deterministic for given weights)."""
-    pruned = copy.deepcopy(student).eval()
+def prune_model(model: Model, ratio: float) -> Model:
+    """A pruned copy: `ratio` of each prunable layer's channels removed (deterministic for given weights).
+
+    `model.head.predictors()` names the layers whose outputs are the detections: never pruned."""
+    pruned = copy.deepcopy(model).eval()
     example = torch.zeros(1, 3, TRACE_SIZE, TRACE_SIZE)
     with torch.enable_grad():  # the dependency graph is traced through autograd
         pruner = tp.pruner.MetaPruner(
@@ -28,13 +31,13 @@ def prune_student(student: Student, ratio: float) -> Student:
             example,
             importance=tp.importance.MagnitudeImportance(p=2),
             pruning_ratio=ratio,
-            ignored_layers=list(pruned.head.predictors()),
+            ignored_layers=list(cast(Any, pruned).head.predictors()),
             round_to=ROUND_TO,
         )
         pruner.step()
     return pruned
 
 
-def channel_summary(student: Student) -> list[int]:
+def channel_summary(model: nn.Module) -> list[int]:
     """Output channels of every convolution, in order: what a pruning ratio actually left."""
-    return [m.out_channels for m in student.modules() if isinstance(m, torch.nn.Conv2d)]
+    return [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]

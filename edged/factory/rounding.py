@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edged.zoo.build.onnx_graph import with_outputs
+from edged.factory.onnx_graph import with_outputs
 
 ITERATIONS = 1000  # Adam steps per layer
 REG_WEIGHT = 0.01  # the paper's lambda: how hard the rounding variables are pushed to 0 or 1

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from edged.zoo.build.onnx_graph import load_onnx, onnx_module
+from edged.factory.onnx_graph import load_onnx, onnx_module
 
 _CONV_OPS = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}  # op -> index of its weight input
 _MATMUL_OPS = {"MatMul", "MatMulInteger", "QLinearMatMul", "Gemm"}
@@ -26,9 +26,14 @@ class GraphStats(BaseModel):
     uncounted: list[str] = Field(default_factory=list, description="compute nodes whose shapes were unknown")
 
 
-def graph_stats(path: Path) -> GraphStats:
+def graph_stats(path: Path, input_shape: tuple[int, ...] | None = None) -> GraphStats:
+    """`input_shape` fixes an input whose size the file leaves free (a model served at several sizes)."""
     model = load_onnx(path)
     onnx = onnx_module()
+    if input_shape is not None:
+        for dim, value in zip(model.graph.input[0].type.tensor_type.shape.dim, input_shape):
+            dim.Clear()
+            dim.dim_value = value
     with contextlib.suppress(Exception):  # best effort: nodes whose shapes stay unknown are reported as uncounted
         model = onnx.shape_inference.infer_shapes(model, data_prop=True)
     macs, uncounted = count_macs(model)

@@ -37,9 +37,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from edged.errors import ModelError
-from edged.zoo.build.onnx_graph import compact, load_onnx, onnx_module, strip_initializer_inputs, upgrade_opset
-from edged.zoo.build.outliers import InputNoise, conv_input_noise, outliers
-from edged.zoo.build.rounding import RoundingReport, refine_rounding
+from edged.factory.onnx_graph import compact, load_onnx, onnx_module, strip_initializer_inputs, upgrade_opset
+from edged.factory.outliers import InputNoise, conv_input_noise, outliers
+from edged.factory.rounding import RoundingReport, refine_rounding
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,11 @@ def host_saturates_u8s8() -> bool:
     return not any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
-def prepare_for_quantization(parent: Path, work_dir: Path) -> tuple[Path, str]:
+def prepare_for_quantization(
+    parent: Path, work_dir: Path, input_shape: tuple[int, ...] | None = None
+) -> tuple[Path, str]:
     """Parent model -> a float model ready for the quantizer (opset >= 13, no weights as inputs, shapes inferred).
+    `input_shape` pins an input whose size the file leaves free (the int8 model is for the variant's size).
 
     Returns its path and its one input's name.
     """
@@ -132,6 +135,11 @@ def prepare_for_quantization(parent: Path, work_dir: Path) -> tuple[Path, str]:
         names = ", ".join(i.name for i in model.graph.input)
         raise ModelError(f"{parent}: int8 calibration needs one image input, the model has {names}")
     model = upgrade_opset(model, parent)
+    if input_shape is not None:
+        for dim, value in zip(model.graph.input[0].type.tensor_type.shape.dim, input_shape):
+            if not dim.HasField("dim_value"):
+                dim.Clear()
+                dim.dim_value = value
     for index, node in enumerate(model.graph.node):
         node.name = node.name or f"{node.op_type}_{index}"  # the quantizer selects and excludes nodes by name
     upgraded = work_dir / "float-opset.onnx"
@@ -208,7 +216,7 @@ def _finetune(
     progress: bool,
     seed: int,
 ) -> str:
-    from edged.zoo.build.qat import finetune
+    from edged.factory.qat import finetune
 
     teacher = sessions(float_model.SerializeToString())
     report = finetune(teacher, model, training, input_name, weight_range(recipe), seed=seed, progress=progress)

@@ -1,5 +1,5 @@
 """edged's own detector family, trained here: a compact student distilled from a teacher and real labels, its
-pruned and binary siblings, and the script that rebuilds them all (`python -m edged.zoo.build.train.family`).
+pruned and binary siblings, and the script that rebuilds them all (`python -m edged.factory.train.family`).
 
 Needs the `[build]` extra (torch, torch-pruning, onnx). The daemon never imports this package.
 """

@@ -19,14 +19,14 @@ from pydantic import BaseModel, Field
 
 from edged import __version__
 from edged.errors import EdgedError, ModelError
+from edged.factory import qat
+from edged.factory.calibration import CalibrationSet
+from edged.factory.guard import AccuracyGuard, CandidateResult
+from edged.factory.int8 import Int8Recipe, Refinement, prepare_for_quantization, quantize_int8
+from edged.factory.onnx_graph import load_onnx
 from edged.vision.detector import Detector
 from edged.vision.engines import EngineOptions
 from edged.vision.postprocess import PostprocessOptions
-from edged.zoo.build import qat
-from edged.zoo.build.calibration import CalibrationSet
-from edged.zoo.build.guard import AccuracyGuard, CandidateResult
-from edged.zoo.build.int8 import Int8Recipe, Refinement, prepare_for_quantization, quantize_int8
-from edged.zoo.build.onnx_graph import load_onnx
 from edged.zoo.datasets import EvalSet, open_eval_set
 from edged.zoo.eval import EvalReport, evaluate
 from edged.zoo.manifest import (
@@ -116,7 +116,7 @@ def build_int8_variant(request: Int8BuildRequest, progress: bool = True) -> Buil
     parent_report = _evaluate(zoo.open_detector(parent.id, options, EVAL), open_eval(), parent.id, progress)
     with tempfile.TemporaryDirectory(prefix="edged-int8-") as work:
         work_dir = Path(work)
-        prepared, input_name = prepare_for_quantization(parent_file, work_dir)
+        prepared, input_name = prepare_for_quantization(parent_file, work_dir, parent.input.tensor_shape())
         candidates: list[CandidateResult] = []
         training: list[np.ndarray] = []
         notes: list[str] = []

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from edged.zoo.build.train.augment import Batch
-from edged.zoo.build.train.student import decode_boxes
+from edged.factory.train.augment import Batch
+from edged.factory.train.student import decode_boxes
 
 EPS = 1e-9
 
@@ -28,6 +28,9 @@ class LossConfig:
     box_gain: float = 3.0
     kd_gain: float = 1.0
     kd_box_gain: float = 1.0
+    # distil only the classes an image has no labels for: a COCO teacher keeps what it knew (vehicles in the
+    # drone views, everything in general scenes) without overruling real labels where it is blind (aerial people)
+    kd_unlabelled_only: bool = False
 
 
 @dataclass
@@ -137,15 +140,16 @@ def detection_loss(
     return cls + cfg.box_gain * box, float(cls.detach()), float(box.detach())
 
 
-def distillation_loss(raw: Tensor, teacher_raw: Tensor, strides: Tensor, cfg: LossConfig) -> Tensor:
+def distillation_loss(raw: Tensor, teacher_raw: Tensor, batch: Batch, cfg: LossConfig) -> Tensor:
     """Match a teacher of the same layout: its class probabilities, and its boxes where it sees something."""
     soft = teacher_raw[..., 4:].sigmoid()
-    confidence = soft.amax(dim=-1)  # [B, N]
+    mask = (1 - batch.supervised).unsqueeze(1) if cfg.kd_unlabelled_only else torch.ones_like(soft[:1, :1])
+    confidence = (soft * mask).amax(dim=-1)  # [B, N]
     normaliser = confidence.sum().clamp(min=1.0)
     # BCE minus the teacher's own entropy: the Bernoulli KL, zero when matched (same gradient, readable logs)
     entropy = F.binary_cross_entropy(soft, soft, reduction="none")
     kl = F.binary_cross_entropy_with_logits(raw[..., 4:], soft, reduction="none") - entropy
-    cls = kl.sum() / normaliser
+    cls = (kl * mask).sum() / normaliser
     box = ((raw[..., :4] - teacher_raw[..., :4]).abs().sum(-1) * confidence).sum() / normaliser
     return cfg.kd_gain * cls + cfg.kd_box_gain * box
 
@@ -161,5 +165,5 @@ def compute_loss(
     total, cls, box = detection_loss(raw, centres, strides, batch, cfg)
     if teacher_raw is None:
         return LossParts(total, cls, box)
-    kd = distillation_loss(raw, teacher_raw, strides, cfg)
-    return LossParts(total + kd, cls, box, float(kd))
+    kd = distillation_loss(raw, teacher_raw, batch, cfg)
+    return LossParts(total + kd, cls, box, float(kd.detach()))

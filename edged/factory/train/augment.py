@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from edged.zoo.build.train.data import TrainCache
+from edged.factory.train.data import TrainCache
 
 PAD_VALUE = 114
 Sample = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # canvas, xyxy boxes, classes, weights

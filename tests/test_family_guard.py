@@ -1,0 +1,112 @@
+"""The family build's accuracy guard: a compressed variant that loses more than its guard against what it was
+derived from is not shipped (its entry and its file go; a file another variant shares stays), an int8 variant is
+held against its float parent, and another engine's file against its own variant's. Needs the [build] extra."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("torch", reason="torch is in the [build] extra, not in `make test`'s install")
+
+from edged.factory.train.family import GUARDS, PARENT_ID
+from edged.factory.train.measure import ALTERNATE_GUARD, drop_failed, guard_verdicts
+from edged.zoo.eval import EvalReport
+from edged.zoo.manifest import load_zoo, sha256_of
+
+
+def _report(variant: str, map50_95: float) -> EvalReport:
+    return EvalReport(
+        variant=variant,
+        eval_set="family-heldout",
+        eval_set_sha256="0" * 64,
+        images=446,
+        classes=["person"],
+        map50_95=map50_95,
+        map50=map50_95 * 1.5,
+        per_class_ap={},
+        per_class_ap50={},
+        score_threshold=0.001,
+        nms_iou=0.5,
+        max_detections=100,
+        mean_latency_ms=1.0,
+    )
+
+
+@pytest.fixture()
+def family(shared: Path, tmp_path: Path) -> Path:
+    """A zoo shaped like the family's (ids, parents, one shared file, one TFLite alternate); real model files."""
+    onnx, tflite = tmp_path / "m.onnx", tmp_path / "m.tflite"
+    shutil.copy(shared / "models" / "coco" / "fastestdet_352.onnx", onnx)
+    for name in ("pruned25-416.onnx", "pruned25-416-int8.onnx"):
+        shutil.copy(onnx, tmp_path / name)
+    shutil.copy(shared / "models" / "tflite" / "fastestdet_352_float32.tflite", tflite)
+
+    def variant(vid: str, file: str, technique: str, parent: str | None = None, alternate: bool = False) -> dict:
+        entry = {
+            "id": vid,
+            "technique": technique,
+            "format": "onnx",
+            "file": file,
+            "sha256": sha256_of(tmp_path / file),
+            "input": {"size": [352, 352], "resize": "stretch", "scale": 1 / 255},
+            "decoder": "fastestdet",
+            "provenance": {"parent": parent} if parent else {},
+        }
+        if alternate:
+            entry["alternates"] = [
+                {"format": "tflite", "file": "m.tflite", "sha256": sha256_of(tflite), "layout": "NHWC"}
+            ]
+        return entry
+
+    manifest = {
+        "schema": "edged.zoo/v1",
+        "family": "f",
+        "labels": str(shared / "models" / "coco" / "coco.names"),
+        "default": PARENT_ID,
+        "variants": [
+            variant(PARENT_ID, "m.onnx", "fine-tuned"),
+            variant("yolox-relu-416", "m.onnx", "fine-tuned+distilled", PARENT_ID, alternate=True),
+            variant("pruned25-416", "pruned25-416.onnx", "fine-tuned+pruned", PARENT_ID),
+            variant("pruned25-416-int8", "pruned25-416-int8.onnx", "fine-tuned+pruned+int8", "pruned25-416"),
+        ],
+    }
+    (tmp_path / "zoo.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return tmp_path
+
+
+def test_a_variant_past_its_guard_is_not_shipped_and_the_rest_are(family: Path):
+    zoo = load_zoo(family)
+    parent = 0.50
+    reports = [
+        _report(PARENT_ID, parent),
+        _report("yolox-relu-416", parent - GUARDS["yolox-relu-416"] + 0.005),  # within
+        _report("yolox-relu-416@litert", parent - GUARDS["yolox-relu-416"] + 0.005 - ALTERNATE_GUARD - 0.01),  # past
+        _report("pruned25-416", parent - GUARDS["pruned25-416"] - 0.01),  # past
+        _report("pruned25-416-int8", parent - GUARDS["pruned25-416"] - 0.02),  # int8: within, against its own parent
+    ]
+    verdicts = guard_verdicts(zoo, reports)
+    assert verdicts["yolox-relu-416"]["passed"]
+    assert not verdicts["pruned25-416"]["passed"] and verdicts["pruned25-416"]["against"] == PARENT_ID
+    assert verdicts["pruned25-416-int8"]["against"] == "pruned25-416" and verdicts["pruned25-416-int8"]["passed"]
+    assert not verdicts["yolox-relu-416@litert"]["passed"]
+    assert PARENT_ID not in verdicts  # the parent is what the others are held to, not held itself
+
+    kept = drop_failed(zoo, [v for v, verdict in verdicts.items() if not verdict["passed"]])
+    assert [v.id for v in kept.variants] == [PARENT_ID, "yolox-relu-416", "pruned25-416-int8"]
+    assert kept.variant("yolox-relu-416").alternates == []
+    assert not (family / "pruned25-416.onnx").exists() and not (family / "m.tflite").exists()
+    assert (family / "m.onnx").exists() and (family / "pruned25-416-int8.onnx").exists()
+    assert load_zoo(family).manifest.default == PARENT_ID  # the written manifest loads, verified
+
+
+def test_a_manifest_default_that_names_no_variant_is_refused(family: Path):
+    from edged.errors import ConfigError
+
+    text = (family / "zoo.yaml").read_text().replace(f"default: {PARENT_ID}", "default: nope")
+    (family / "zoo.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="default: no variant 'nope'"):
+        load_zoo(family)

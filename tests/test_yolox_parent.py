@@ -1,0 +1,181 @@
+"""The trainable parent: YOLOX-nano as a torch module with the COCO ONNX file's weights is the same detector.
+
+Checked against ONNX Runtime on a real image (to float precision) and on the whole coco-val-dev set (the same
+mAP through edged's own eval), then the family's forms of it: the class rows kept, the exported file that serves
+any input size, and the compressions the factory applies (pruning, low-rank) keeping a working detector.
+Needs the [build] extra (torch, onnx; torch-pruning for the pruning test).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is in the [build] extra, not in `make test`'s install")
+pytest.importorskip("onnx")
+
+from edged.errors import ModelError  # noqa: E402
+from edged.factory.train.data import LABELS  # noqa: E402
+from edged.factory.train.lowrank import factorize  # noqa: E402
+from edged.factory.train.student import count_macs, export_onnx  # noqa: E402
+from edged.factory.train.yolox import YoloxNano, from_onnx, with_activation  # noqa: E402
+from edged.vision.postprocess import PostprocessOptions  # noqa: E402
+from edged.zoo.datasets import open_eval_set  # noqa: E402
+from edged.zoo.eval import evaluate  # noqa: E402
+from edged.zoo.manifest import load_zoo  # noqa: E402
+
+COCO_ROWS = [0, 2, 3, 5, 7]  # person, car, motorbike, bus, truck in COCO's 80
+
+
+@pytest.fixture(scope="module")
+def parent_file(shared: Path) -> Path:
+    return shared / "models" / "coco" / "yolox_nano_416.onnx"
+
+
+@pytest.fixture(scope="module")
+def coco_names(shared: Path) -> list[str]:
+    return (shared / "models" / "coco" / "coco.names").read_text().splitlines()
+
+
+@pytest.fixture(scope="module")
+def family_parent(parent_file: Path, coco_names: list[str]) -> YoloxNano:
+    return from_onnx(parent_file, coco_names, LABELS)
+
+
+@pytest.fixture(scope="module")
+def image(val_dev: Path) -> np.ndarray:
+    return cv2.resize(cv2.imread(str(val_dev / "images" / "000000000139.jpg")), (416, 416))
+
+
+def test_torch_parent_matches_onnx_runtime_to_float_precision(parent_file, family_parent, image):
+    reference = ort.InferenceSession(str(parent_file)).run(
+        None, {"images": image.astype(np.float32).transpose(2, 0, 1)[None]}
+    )[0]
+    with torch.no_grad():
+        mine = family_parent.predict(torch.from_numpy(image.astype(np.float32).transpose(2, 0, 1)[None] / 255.0))
+    mine = mine[0].numpy()
+    expected_boxes = np.concatenate([reference[0, :, :2] - 0.5, reference[0, :, 2:4]], axis=1)
+    expected_scores = reference[0, :, 4:5] * reference[0, :, 5:][:, COCO_ROWS]
+    assert np.abs(mine[:, 4:] - expected_scores).max() < 1e-5
+    assert np.abs(mine[:, :4] - expected_boxes).max() < 1e-3 * max(1.0, np.abs(expected_boxes).max())
+    assert expected_scores.max() > 0.25  # the image has people the parent sees: the comparison is not of zeros
+
+
+def test_loss_logits_are_the_parents_scores(family_parent, image):
+    x = torch.from_numpy(image.astype(np.float32).transpose(2, 0, 1)[None] / 255.0)
+    with torch.no_grad():
+        logits, scores = family_parent(x)[..., 4:], family_parent.predict(x)[..., 4:]
+    assert torch.allclose(torch.sigmoid(logits), scores, atol=1e-6)
+
+
+def test_torch_parent_scores_the_same_map_as_the_onnx_parent_on_coco_val_dev(
+    parent_file, coco_names, coco_zoo, val_dev, tmp_path
+):
+    """All 80 classes kept, exported by the factory, evaluated by edged exactly as the third-party file."""
+    from edged.factory.train.zoo_writer import Entry, provenance, write_zoo
+
+    model = from_onnx(parent_file, coco_names, tuple(coco_names))
+    exported = export_onnx(model, tmp_path / "yolox80.onnx", (416, 416))
+    write_zoo(tmp_path, coco_names, [Entry("torch-parent", "baseline", exported, 416, provenance("test", [], 0))])
+    manifest = (tmp_path / "zoo.yaml").read_text().replace("letterbox_align: center", "letterbox_align: top-left")
+    (tmp_path / "zoo.yaml").write_text(manifest)  # the parent's own letterbox, to compare like with like
+    options = PostprocessOptions.for_evaluation()
+    mine = evaluate(load_zoo(tmp_path).open_detector("torch-parent", postprocess=options), open_eval_set(val_dev), "t")
+    theirs = evaluate(coco_zoo.open_detector("yolox-nano-416", postprocess=options), open_eval_set(val_dev), "o")
+    assert mine.map50_95 == pytest.approx(theirs.map50_95, abs=2e-4)
+    assert mine.map50 == pytest.approx(theirs.map50, abs=2e-4)
+    assert theirs.map50_95 > 0.3
+
+
+def test_one_exported_file_serves_every_input_size(family_parent, tmp_path):
+    path = export_onnx(family_parent, tmp_path / "any.onnx", (416, 416), any_size=True)
+    session = ort.InferenceSession(str(path))
+    assert session.get_outputs()[0].shape[:2] == [1, 4 + len(LABELS)]
+    for height, width in ((320, 320), (416, 416), (384, 640)):
+        x = np.random.default_rng(0).random((1, 3, height, width), dtype=np.float32)
+        out = session.run(None, {session.get_inputs()[0].name: x})[0]
+        with torch.no_grad():
+            expected = family_parent.decoded(torch.from_numpy(x)).numpy()
+        assert out.shape == (1, 9, sum((height // s) * (width // s) for s in (8, 16, 32)))
+        assert np.abs(out - expected).max() < 1e-2
+
+
+def test_a_file_that_is_not_yolox_nano_is_refused_by_name(shared, coco_names):
+    with pytest.raises(ModelError, match="not a YOLOX-nano"):
+        from_onnx(shared / "models" / "coco" / "fastestdet_352.onnx", coco_names, LABELS)
+
+
+def test_a_label_the_parent_does_not_know_is_refused(parent_file, coco_names):
+    with pytest.raises(ModelError, match="no class 'drone'"):
+        from_onnx(parent_file, coco_names, ("person", "drone"))
+
+
+def test_relu_sibling_keeps_the_weights_and_changes_only_the_activation(family_parent):
+    relu = with_activation(copy.deepcopy(family_parent), torch.nn.ReLU)
+    assert not any(isinstance(m, torch.nn.SiLU) for m in relu.modules())
+    assert all(torch.equal(a, b) for a, b in zip(relu.state_dict().values(), family_parent.state_dict().values()))
+
+
+def test_low_rank_fitted_to_responses_beats_plain_svd_and_saves_multiplies(family_parent, image):
+    """The same ranks; the response fit reconstructs the network's output better than the weight SVD."""
+    x = torch.from_numpy(image.astype(np.float32).transpose(2, 0, 1)[None] / 255.0)
+    fitted = copy.deepcopy(family_parent)
+    layers = factorize(fitted, 0.375, [*fitted.head.predictors(), fitted.first_layer()], [x])
+    assert layers and all(f.rank % 8 == 0 and f.rank < min(f.in_channels, f.out_channels) for f in layers)
+    assert count_macs(fitted, (416, 416)) < 0.85 * count_macs(family_parent, (416, 416))
+    with torch.no_grad():
+        reference = family_parent.predict(x)
+        fitted_error = (fitted.predict(x) - reference)[..., :4].abs().mean()
+    # plain SVD at the same ranks: the covariance of the responses replaced by identity (weights alone)
+    plain = copy.deepcopy(family_parent)
+    import edged.factory.train.lowrank as lowrank
+
+    original = lowrank._output_statistics
+    try:
+        lowrank._output_statistics = lambda model, convs, images: {  # type: ignore[assignment]
+            name: (torch.zeros(conv.out_channels, dtype=torch.float64), _weight_gram(conv))
+            for name, conv in convs.items()
+        }
+        factorize(plain, 0.375, [*plain.head.predictors(), plain.first_layer()], [x])
+    finally:
+        lowrank._output_statistics = original
+    with torch.no_grad():
+        plain_error = (plain.predict(x) - reference)[..., :4].abs().mean()
+    assert fitted_error < plain_error
+
+
+def _weight_gram(conv: torch.nn.Conv2d) -> torch.Tensor:
+    """W W^T: the output covariance for white inputs, whose top eigenvectors are the weights' left singular ones."""
+    w = conv.weight.reshape(conv.out_channels, -1).double()
+    return w @ w.T
+
+
+def test_pruning_removes_channels_and_keeps_the_detections_layout(family_parent):
+    pytest.importorskip("torch_pruning", reason="torch-pruning is in the [build] extra")
+    from edged.factory.train.prune import prune_model
+
+    pruned = prune_model(family_parent, 0.5)
+    x = torch.zeros(1, 3, 320, 320)
+    with torch.no_grad():
+        assert pruned(x).shape == family_parent(x).shape
+    assert count_macs(pruned, (416, 416)) < 0.5 * count_macs(family_parent, (416, 416))
+    for predictor in pruned.head.predictors():  # the detections are never pruned
+        assert predictor.out_channels in (1, 4, len(LABELS))
+
+
+def test_the_family_build_names_what_is_missing_from_a_wrong_shared_folder(tmp_path, capsys):
+    from edged.factory.train.family import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--shared", str(tmp_path), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "zoo")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "missing models/coco/yolox_nano_416.onnx" in err and "data/distill/drone-people" in err
+    with pytest.raises(SystemExit):
+        main(["--stages", "parent,sideways"])
+    assert "unknown stages: sideways" in capsys.readouterr().err
