@@ -28,6 +28,7 @@ from bench.report import DEFAULT_ZOO, ROOT, Outcome, read_outcomes
 def benches(zoo: Path, soak_minutes: float) -> list[tuple[str, list[str]]]:
     return [
         ("bench_governor", ["--zoo", str(zoo)]),
+        ("bench_engines", ["--zoo", str(zoo)]),
         ("bench_mqtt", []),
         ("bench_pipeline", ["--zoo", str(zoo)]),
         ("bench_memory", ["--zoo", str(zoo), "--soak-minutes", str(soak_minutes)]),

@@ -99,6 +99,8 @@ class Daemon:
 
         self.zoo = load_zoo(config.zoo.path)
         self.profiles, self.device_class = self._profiles(self.zoo)
+        # the engine each variant opens on is the one measured fastest on this device class (engine.runtime pins one)
+        self.runtime_class = self.config.zoo.device_class or detect_device_class()
         self.controls = Controls(
             config.governor, config.governor.mode, AccuracyNeeds(base=config.governor.accuracy_floor)
         )
@@ -514,10 +516,10 @@ class Daemon:
     # --- helpers ----------------------------------------------------------------------------------------------
 
     def _open_detector(self, variant: str) -> Detector:
-        return self.zoo.open_detector(variant, self.config.engine, self.config.detection)
+        return self.zoo.open_detector(variant, self.config.engine, self.config.detection, self.runtime_class)
 
     def _first_variant(self) -> str:
-        """The governor's first choice when it can decide; else the configured or first variant."""
+        """The governor's first choice when it can decide; else the configured variant, else the zoo's default."""
         if self.governor is not None:
             self.power.step()
             now = time.monotonic()
@@ -535,7 +537,7 @@ class Daemon:
         if self.config.zoo.variant:
             self.zoo.variant(self.config.zoo.variant)  # a typo fails here, naming the zoo's variants
             return self.config.zoo.variant
-        return self.zoo.variants[0].id
+        return self.zoo.default_variant
 
     def _profiles(self, zoo: Zoo) -> tuple[list[VariantProfile], str | None]:
         """The variants' profiles for this device class; none usable -> no governor (stated in `state`)."""
@@ -547,8 +549,15 @@ class Daemon:
             return [], None
         if chosen != wanted:
             log.warning("no profiles for device class %s; using %s (the governor corrects them online)", wanted, chosen)
+        offered = []
+        for variant in zoo.variants:
+            why = zoo.int8_not_faster(variant, chosen)
+            if why:
+                log.warning("variant %s is not offered to the governor on %s: %s", variant.id, chosen, why)
+            else:
+                offered.append(variant)
         try:
-            return profiles_from_variants(zoo.variants, chosen), chosen
+            return profiles_from_variants(offered, chosen), chosen
         except EdgedError as exc:
             log.warning("governor off: %s", exc)
             return [], None

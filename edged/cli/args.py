@@ -26,12 +26,19 @@ def add_detection_args(p: argparse.ArgumentParser, score: float, nms: float) -> 
     g.add_argument("--nms-iou", type=unit_float, default=nms, help=f"NMS IoU threshold (default {nms})")
     g.add_argument("--max-detections", type=positive_int, default=100, help="per frame (default 100)")
     g.add_argument("--threads", type=positive_int, default=2, help="inference threads (default 2)")
+    g.add_argument(
+        "--engine",
+        choices=["auto", "onnxruntime", "onnxruntime-xnnpack", "litert", "litert-no-xnnpack"],
+        default="auto",
+        help="engine to run on (default auto: the one `edged zoo profile` measured fastest on this device class, "
+        "else the variant's first file)",
+    )
 
 
 def engine_options(args: argparse.Namespace) -> EngineOptions:
     from edged.vision.engines import EngineOptions
 
-    return EngineOptions(threads=getattr(args, "threads", 2))
+    return EngineOptions(threads=getattr(args, "threads", 2), runtime=getattr(args, "engine", "auto"))
 
 
 def postprocess(args: argparse.Namespace) -> PostprocessOptions:

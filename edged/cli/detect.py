@@ -19,7 +19,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("source", type=Path, help="image file, folder of images, or video file")
     add_zoo_arg(p)
-    p.add_argument("--variant", help="variant id (default: the zoo's first variant)")
+    p.add_argument("--variant", help="variant id (default: the zoo's `default`, else its first variant)")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout")
     p.add_argument(
         "--annotate",
@@ -35,11 +35,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _run_detect(args: argparse.Namespace) -> int:
     from edged.detect import detect_frames
     from edged.sources import FileFrames
+    from edged.zoo.profile import device_class
 
     source = FileFrames(args.source)
     zoo = load_zoo(args.zoo)
-    variant_id = args.variant or zoo.variants[0].id
-    detector = zoo.open_detector(variant_id, engine_options(args), postprocess(args))
+    variant_id = args.variant or zoo.default_variant
+    detector = zoo.open_detector(variant_id, engine_options(args), postprocess(args), device_class())
     count = 0
     for report in detect_frames(source, detector, variant_id, args.annotate):
         if args.json:

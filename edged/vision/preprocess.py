@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edged.vision.tiling import TileSpec
+
 
 class InputSpec(BaseModel):
     """How a model wants its pixels.
@@ -36,6 +38,7 @@ class InputSpec(BaseModel):
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     dtype: Literal["float32", "uint8"] = "float32"
+    tiles: TileSpec | None = Field(None, description="tiled inference: the frame cut into a grid of tiles")
 
     @field_validator("size")
     @classmethod

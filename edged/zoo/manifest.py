@@ -17,13 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from edged.errors import ConfigError, EdgedError, ModelError
 from edged.vision.decoders import AnyDecoderSpec, DecoderMismatch
 from edged.vision.detector import Detector, InputMismatch
-from edged.vision.engines import EngineOptions, ModelFormat
+from edged.vision.engines import DEFAULT_RUNTIME, RUNTIME_FORMAT, EngineOptions, ModelFormat, Runtime
 from edged.vision.postprocess import PostprocessOptions
 from edged.vision.preprocess import InputSpec
 from edged.yamlfile import Problem, YamlDocument, format_loc, load_yaml
 
 MANIFEST_NAME = "zoo.yaml"
-Technique = Literal["baseline", "distilled", "pruned", "int8", "binary"]
+Technique = Literal["baseline", "fine-tuned", "distilled", "pruned", "low-rank", "int8", "binary"]
 
 
 class _Strict(BaseModel):
@@ -68,8 +68,13 @@ class EnergyProfile(_Strict):
 
 
 class DeviceProfile(_Strict):
-    """Figures measured on one device class (e.g. 'x86_64-2core', 'raspberrypi5')."""
+    """Figures measured on one device class (e.g. 'x86_64-2core', 'raspberrypi5').
 
+    `latency` and `energy` are those of `engine`, the engine measured fastest here, which is the one edged opens
+    on this device class; `engines` keeps what every engine measured, for the report."""
+
+    engine: Runtime | None = Field(None, description="the engine the figures are for: the fastest measured here")
+    engines: dict[Runtime, LatencyProfile] = Field(default_factory=dict, description="latency on every engine")
     accuracy: AccuracyProfile | None = None
     latency: LatencyProfile | None = None
     energy: EnergyProfile | None = None
@@ -80,12 +85,24 @@ class DeviceProfile(_Strict):
     edged_version: str | None = None
 
 
+class ModelFile(_Strict):
+    """The same model in another format, for another engine (a .tflite beside the .onnx)."""
+
+    format: ModelFormat
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    layout: Literal["NCHW", "NHWC"] | None = Field(
+        None, description="this file's input layout, where it differs from the variant's `input.layout`"
+    )
+
+
 class Variant(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     technique: list[Technique] = Field(min_length=1)
     format: ModelFormat
     file: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    alternates: list[ModelFile] = Field(default_factory=list, description="the same model for other engines")
     input: InputSpec
     decoder: AnyDecoderSpec
     labels: list[str] | str | None = Field(None, description="overrides the family's labels")
@@ -104,9 +121,30 @@ class Variant(_Strict):
         """Accept `decoder: yolox` for a decoder with default parameters."""
         return {"type": v} if isinstance(v, str) else v
 
+    @model_validator(mode="after")
+    def _one_file_per_format(self) -> Variant:
+        formats = [self.format, *(a.format for a in self.alternates)]
+        if len(set(formats)) != len(formats):
+            raise ValueError(f"alternates: one file per format ({', '.join(formats)} given)")
+        return self
+
     @property
     def technique_name(self) -> str:
         return "+".join(self.technique)
+
+    @property
+    def model_files(self) -> list[ModelFile]:
+        """The primary file first, then the alternates."""
+        return [ModelFile(format=self.format, file=self.file, sha256=self.sha256), *self.alternates]
+
+    def file_for(self, runtime: Runtime) -> ModelFile | None:
+        return next((f for f in self.model_files if f.format == RUNTIME_FORMAT[runtime]), None)
+
+    @property
+    def runtimes(self) -> list[Runtime]:
+        """Every engine some file of this variant runs on."""
+        formats = {f.format for f in self.model_files}
+        return [r for r, f in RUNTIME_FORMAT.items() if f in formats]
 
 
 class Manifest(_Strict):
@@ -114,6 +152,9 @@ class Manifest(_Strict):
     family: str = Field(min_length=1)
     task: Literal["detection"] = "detection"
     labels: list[str] | str = Field(description="class names, or a file with one name per line")
+    default: str | None = Field(
+        None, description="the variant `edged detect` and a daemon without a governor run (default: the first)"
+    )
     variants: list[Variant] = Field(min_length=1)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -125,6 +166,8 @@ class Manifest(_Strict):
             if v.id in seen:
                 raise ValueError(f"variant id '{v.id}' is used twice")
             seen.add(v.id)
+        if self.default is not None and self.default not in seen:
+            raise ValueError(f"default: no variant '{self.default}' (the zoo has: {', '.join(seen)})")
         return self
 
 
@@ -142,6 +185,10 @@ class Zoo:
     def variants(self) -> list[Variant]:
         return self.manifest.variants
 
+    @property
+    def default_variant(self) -> str:
+        return self.manifest.default or self.variants[0].id
+
     def variant(self, variant_id: str) -> Variant:
         for v in self.manifest.variants:
             if v.id == variant_id:
@@ -149,38 +196,85 @@ class Zoo:
         known = ", ".join(v.id for v in self.manifest.variants)
         raise EdgedError(f"{self.path}: no variant '{variant_id}' (the zoo has: {known})")
 
-    def file_of(self, variant: Variant) -> Path:
-        return (self.root / variant.file).resolve()
+    def file_of(self, variant: Variant, model_file: ModelFile | None = None) -> Path:
+        return (self.root / (model_file or variant).file).resolve()
 
     def labels_of(self, variant: Variant) -> list[str]:
         if variant.id not in self._labels:
             self._labels[variant.id] = self._resolve_labels(variant.labels or self.manifest.labels)
         return self._labels[variant.id]
 
+    def int8_not_faster(self, variant: Variant, device_class: str) -> str | None:
+        """Why an int8 variant is no cheaper than its float parent on `device_class` (each on its own fastest
+        engine), or None. Such a variant is dominated there: less accurate and not faster, it is no cheaper choice."""
+        if "int8" not in variant.technique or not variant.provenance.parent:
+            return None
+        parent = next((v for v in self.variants if v.id == variant.provenance.parent), None)
+        mine = variant.profiles.get(device_class)
+        theirs = parent.profiles.get(device_class) if parent else None
+        if not (mine and mine.latency and theirs and theirs.latency):
+            return None
+        if mine.latency.p50_ms < theirs.latency.p50_ms:
+            return None
+        return (
+            f"int8 p50 {mine.latency.p50_ms:.2f} ms on {mine.engine or variant.format} is not below its float "
+            f"parent {variant.provenance.parent}'s {theirs.latency.p50_ms:.2f} ms on {theirs.engine or 'its engine'}"
+        )
+
+    def runtime_for(self, variant: Variant, wanted: str = "auto", device_class: str | None = None) -> Runtime:
+        """The engine to open `variant` on: the one asked for; else the one its profile for `device_class` measured
+        fastest; else the usual engine of its first file."""
+        if wanted != "auto":
+            if wanted not in variant.runtimes:
+                raise EdgedError(
+                    f"{self.path}: variant '{variant.id}' has no file for the {wanted} engine "
+                    f"(it runs on: {', '.join(variant.runtimes)}; engine.runtime: auto picks the fastest)"
+                )
+            return next(r for r in variant.runtimes if r == wanted)
+        profile = variant.profiles.get(device_class) if device_class else None
+        if profile is not None and profile.engine is not None and profile.engine in variant.runtimes:
+            return profile.engine
+        return DEFAULT_RUNTIME[variant.format]
+
     def open_detector(
         self,
         variant_id: str,
         engine_options: EngineOptions | None = None,
         postprocess: PostprocessOptions | None = None,
+        device_class: str | None = None,
+        runtime: Runtime | None = None,
     ) -> Detector:
-        """Open a variant; failures name the variant and the manifest field that disagrees with the model."""
+        """Open a variant on `runtime`, else on the engine `runtime_for` picks; failures name the variant and the
+        manifest field that disagrees with the model."""
         variant = self.variant(variant_id)
+        options = engine_options or EngineOptions()
+        runtime = runtime or self.runtime_for(variant, options.runtime, device_class)
+        model_file = variant.file_for(runtime)
+        if model_file is None:
+            raise EdgedError(f"{self.path}: variant '{variant.id}' has no file for the {runtime} engine")
         index = self.variants.index(variant)
-        path = self.file_of(variant)
-        if path.is_file() and (actual := sha256_of(path)) != variant.sha256:  # changed on disk since load_zoo
+        path = self.file_of(variant, model_file)
+        field = "sha256" if model_file.format == variant.format else "alternates"
+        if path.is_file() and (actual := sha256_of(path)) != model_file.sha256:  # changed on disk since load_zoo
             raise ModelError(
-                self._where(index, "sha256")
-                + f": {path.name} now has sha256 {actual}, the manifest says {variant.sha256} (changed on disk)"
+                self._where(index, field)
+                + f": {path.name} now has sha256 {actual}, the manifest says {model_file.sha256} (changed on disk)"
             )
+        spec = (
+            variant.input
+            if model_file.layout is None
+            else variant.input.model_copy(update={"layout": model_file.layout})
+        )
         try:
             return Detector.open(
-                self.file_of(variant),
-                variant.format,
-                variant.input,
+                path,
+                model_file.format,
+                spec,
                 variant.decoder,
                 self.labels_of(variant),
-                engine_options,
+                options,
                 postprocess,
+                runtime,
             )
         except InputMismatch as exc:
             raise ModelError(self._where(index, "input") + f": {exc}") from None
@@ -250,24 +344,26 @@ def _check_labels(zoo: Zoo, document: YamlDocument) -> list[Problem]:
 def _check_files(zoo: Zoo, document: YamlDocument) -> list[Problem]:
     problems = []
     for i, variant in enumerate(zoo.variants):
-        path = zoo.file_of(variant)
-        field = f"variants[{i}] (variant '{variant.id}')"
-        if not path.is_file():
-            line = document.line_of(("variants", i, "file"))
-            problems.append(Problem(str(zoo.path), line, f"{field}.file", f"model file not found: {path}"))
-            continue
-        actual = sha256_of(path)
-        if actual != variant.sha256:
-            line = document.line_of(("variants", i, "sha256"))
-            problems.append(
-                Problem(
-                    str(zoo.path),
-                    line,
-                    f"{field}.sha256",
-                    f"{path.name} has sha256 {actual}, the manifest says {variant.sha256} "
-                    "(file replaced or corrupted; rebuild it or update the manifest)",
+        for k, model_file in enumerate(variant.model_files):
+            path = zoo.file_of(variant, model_file)
+            base = ("variants", i) if k == 0 else ("variants", i, "alternates", k - 1)
+            field = f"variants[{i}] (variant '{variant.id}')" + ("" if k == 0 else f".alternates[{k - 1}]")
+            if not path.is_file():
+                line = document.line_of((*base, "file"))
+                problems.append(Problem(str(zoo.path), line, f"{field}.file", f"model file not found: {path}"))
+                continue
+            actual = sha256_of(path)
+            if actual != model_file.sha256:
+                line = document.line_of((*base, "sha256"))
+                problems.append(
+                    Problem(
+                        str(zoo.path),
+                        line,
+                        f"{field}.sha256",
+                        f"{path.name} has sha256 {actual}, the manifest says {model_file.sha256} "
+                        "(file replaced or corrupted; rebuild it or update the manifest)",
+                    )
                 )
-            )
     return problems
 
 

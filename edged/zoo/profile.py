@@ -28,13 +28,13 @@ from tqdm import tqdm
 from edged import __version__
 from edged.errors import EdgedError, MissingExtraError
 from edged.vision.detector import Detector
-from edged.vision.engines import EngineOptions
+from edged.vision.engines import EngineOptions, Runtime, runtime_missing
 from edged.zoo.eval import EvalReport
 from edged.zoo.manifest import AccuracyProfile, DeviceProfile, EnergyProfile, LatencyProfile, Variant, Zoo
 from edged.zoo.manifest_writer import replace_variant, save_zoo, with_profile
 
 if TYPE_CHECKING:  # the factory package (onnx) is imported only where params/MACs are counted
-    from edged.zoo.build.graph_stats import GraphStats
+    from edged.factory.graph_stats import GraphStats
 
 DEFAULT_ASSUMED_POWER_W = 5.0  # a guess for a small board's whole-system draw while inferring; not a measurement
 EnergyQuality = Literal["measured", "estimated", "simulated"]
@@ -96,6 +96,9 @@ class ProfileSettings(BaseModel):
     rounds: int = Field(5, ge=1, description="the runs are split into rounds that alternate between variants")
     threads: int = Field(2, ge=1)
     device_class: str = Field(min_length=1)
+    runtimes: list[Runtime] | None = Field(
+        None, description="engines to measure (default: every one a variant has a file for and is installed here)"
+    )
 
 
 class VariantProfile(BaseModel):
@@ -124,33 +127,51 @@ def profile_zoo(
     meter: EnergyMeter | None = None,
     progress: bool = True,
 ) -> ProfileReport:
-    """Latency and energy of each variant in the same run: rounds alternate between variants, so a load that
-    comes and goes on a shared CPU falls on all of them alike."""
+    """Latency and energy of each variant on each engine it has a file for, in the same run: rounds alternate
+    between all of them, so a load that comes and goes on a shared CPU falls on all alike. Each variant's figures
+    are those of its fastest engine, which is the one edged then opens on this device class."""
     meter = meter or AssumedPowerMeter()
     options = EngineOptions(threads=settings.threads, warmup_runs=settings.warmup)
-    detectors: dict[str, Detector] = {}
+    detectors: dict[tuple[str, Runtime], Detector] = {}
+    notes: dict[str, list[str]] = {v: [] for v in variant_ids}
     try:
         for variant_id in variant_ids:
-            detectors[variant_id] = zoo.open_detector(variant_id, options)
+            for runtime, why_not in _runtimes_to_measure(zoo.variant(variant_id), settings.runtimes):
+                if why_not:
+                    notes[variant_id].append(f"{runtime} not measured: {why_not}")
+                    continue
+                detectors[(variant_id, runtime)] = zoo.open_detector(variant_id, options, runtime=runtime)
         timings = _time_rounds(detectors, settings, meter, progress)
     finally:
         for detector in detectors.values():
             detector.close()
     results = []
-    for variant_id, (latencies, windows) in timings.items():
+    for variant_id in variant_ids:
+        measured = {runtime: timings[(v, runtime)] for v, runtime in timings if v == variant_id}
+        if not measured:
+            raise EdgedError(f"variant '{variant_id}': no engine to measure it on ({'; '.join(notes[variant_id])})")
+        engines = {runtime: _latency(latencies, settings.threads) for runtime, (latencies, _) in measured.items()}
+        fastest = min(engines, key=lambda r: engines[r].p50_ms)
         variant = zoo.variant(variant_id)
-        graph, notes = _graph_figures(zoo, variant)
+        graph, graph_notes = _graph_figures(zoo, variant)
         profile = DeviceProfile(
-            latency=_latency(latencies, settings.threads),
-            energy=_energy(windows, len(latencies)),
-            file_bytes=zoo.file_of(variant).stat().st_size,
+            engine=fastest,
+            engines=engines,
+            latency=engines[fastest],
+            energy=_energy(measured[fastest][1], len(measured[fastest][0])),
+            file_bytes=zoo.file_of(variant, variant.file_for(fastest)).stat().st_size,
             measured_at=_now(),
             edged_version=__version__,
         )
         if graph is not None:
             profile = profile.model_copy(update={"params": graph.params, "macs": graph.macs})
         results.append(
-            VariantProfile(variant=variant_id, technique=variant.technique_name, profile=profile, notes=notes)
+            VariantProfile(
+                variant=variant_id,
+                technique=variant.technique_name,
+                profile=profile,
+                notes=notes[variant_id] + graph_notes,
+            )
         )
     return ProfileReport(
         device_class=settings.device_class,
@@ -161,6 +182,11 @@ def profile_zoo(
         saved=False,
         variants=results,
     )
+
+
+def _runtimes_to_measure(variant: Variant, wanted: list[Runtime] | None) -> list[tuple[Runtime, str | None]]:
+    """(engine, why it is not measured or None) for every engine the variant has a file for."""
+    return [(r, runtime_missing(r)) for r in variant.runtimes if wanted is None or r in wanted]
 
 
 def record_profiles(zoo: Zoo, report: ProfileReport) -> Zoo:
@@ -223,27 +249,32 @@ def cpu_model() -> str:
 
 
 def _time_rounds(
-    detectors: dict[str, Detector], settings: ProfileSettings, meter: EnergyMeter, progress: bool
-) -> dict[str, tuple[list[float], list[MeasuredEnergy]]]:
-    tensors = {variant_id: _probe_tensor(d) for variant_id, d in detectors.items()}
-    results: dict[str, tuple[list[float], list[MeasuredEnergy]]] = {v: ([], []) for v in detectors}
+    detectors: dict[tuple[str, Runtime], Detector], settings: ProfileSettings, meter: EnergyMeter, progress: bool
+) -> dict[tuple[str, Runtime], tuple[list[float], list[MeasuredEnergy]]]:
+    tensors = {key: _probe_tensor(d) for key, d in detectors.items()}
+    results: dict[tuple[str, Runtime], tuple[list[float], list[MeasuredEnergy]]] = {k: ([], []) for k in detectors}
     per_round = [len(chunk) for chunk in np.array_split(np.arange(settings.runs), settings.rounds) if len(chunk)]
     bar = tqdm(total=settings.runs * len(detectors), desc="profiling", unit="inf", disable=not progress)
     with bar:
         for runs in per_round:
-            for variant_id, detector in detectors.items():
-                latencies, windows = results[variant_id]
-                work = _timed_runs(detector, tensors[variant_id], runs, latencies)
+            for key, detector in detectors.items():
+                latencies, windows = results[key]
+                work = _timed_runs(detector, tensors[key], runs, latencies)
                 windows.append(meter.measure(work))
                 bar.update(runs)
     return results
 
 
 def _timed_runs(detector: Detector, tensor: np.ndarray, runs: int, latencies: list[float]) -> Callable[[], None]:
+    """Each timed run is one frame's inferences: one, or one per tile (and the full frame) for a tiled variant."""
+    tiles = detector.preprocess.spec.tiles
+    passes = range(tiles.passes if tiles is not None else 1)
+
     def work() -> None:
         for _ in range(runs):
             start = time.perf_counter()
-            detector.engine.run(tensor)
+            for _ in passes:
+                detector.engine.run(tensor)
             latencies.append((time.perf_counter() - start) * 1000)
 
     return work
@@ -277,12 +308,19 @@ def _graph_figures(zoo: Zoo, variant: Variant) -> tuple[GraphStats | None, list[
     if variant.format != "onnx":
         return None, [f"params/MACs are counted from ONNX graphs only ({variant.format} here)"]
     try:
-        from edged.zoo.build.graph_stats import graph_stats
+        from edged.factory.graph_stats import graph_stats
 
-        stats = graph_stats(zoo.file_of(variant))
+        stats = graph_stats(zoo.file_of(variant), variant.input.tensor_shape())
     except MissingExtraError:
         return None, ["params/MACs need the onnx package (pip install onnx); not counted"]
     notes = [f"MACs leave out {len(stats.uncounted)} nodes of unknown shape"] if stats.uncounted else []
+    tiles = variant.input.tiles
+    if tiles is not None:  # MACs per frame, as latency and energy are
+        stats = stats.model_copy(update={"macs": stats.macs * tiles.passes})
+        notes.append(
+            f"MACs and latency per frame: {tiles.passes} inferences ({tiles.grid[0]}x{tiles.grid[1]} tiles"
+            + (" + the full frame)" if tiles.full_frame else ")")
+        )
     return stats, notes
 
 

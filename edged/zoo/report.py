@@ -15,7 +15,7 @@ from edged.zoo.eval import EvalReport
 from edged.zoo.manifest import DeviceProfile, Variant, Zoo
 
 if TYPE_CHECKING:
-    from edged.zoo.build.factory import BuildReport
+    from edged.factory.factory import BuildReport
     from edged.zoo.profile import ProfileReport
 
 
@@ -28,6 +28,8 @@ class VariantSummary(BaseModel):
     sha256: str
     decoder: str
     input_size: tuple[int, int]
+    tiles: tuple[int, int] | None = Field(None, description="tiled inference: tiles across, down")
+    alternates: list[str] = Field(default_factory=list, description="formats of the other files (other engines)")
     labels: int = Field(description="number of classes")
     parent: str | None
     profiles: dict[str, DeviceProfile]
@@ -56,6 +58,8 @@ def list_variants(zoo: Zoo) -> ZooListing:
                 sha256=v.sha256,
                 decoder=v.decoder.type,
                 input_size=v.input.size,
+                tiles=v.input.tiles.grid if v.input.tiles else None,
+                alternates=[a.format for a in v.alternates],
                 labels=len(zoo.labels_of(v)),
                 parent=v.provenance.parent,
                 profiles=v.profiles,
@@ -84,9 +88,9 @@ def render_table(listing: ZooListing) -> str:
             [
                 v.id,
                 v.technique,
-                v.format,
+                "+".join([v.format, *v.alternates]),
                 _size(v.file_bytes),
-                f"{v.input_size[0]}x{v.input_size[1]}",
+                f"{v.input_size[0]}x{v.input_size[1]}" + (f" {v.tiles[0]}x{v.tiles[1]} tiles" if v.tiles else ""),
                 v.decoder,
                 f"{profile.accuracy.map50_95:.3f}" if profile and profile.accuracy else "-",
                 f"{profile.latency.p50_ms:.1f}" if profile and profile.latency else "-",
@@ -159,9 +163,12 @@ class ParetoPoint(BaseModel):
     energy_mj: float | None
     energy_quality: str | None
     energy_method: str | None
+    engine: str | None = Field(None, description="the engine the figures are for: the fastest measured here")
+    engines_p50_ms: dict[str, float] = Field(default_factory=dict, description="p50 on every engine measured")
     on_latency_frontier: bool = False
     on_energy_frontier: bool = False
     left_out: str | None = Field(None, description="why the variant is not plotted")
+    dominated: str | None = Field(None, description="an int8 variant no faster than its float parent here")
 
 
 class ParetoReport(BaseModel):
@@ -191,6 +198,8 @@ def pareto_front(points: list[tuple[str, float, float]]) -> set[str]:
 def pareto_points(zoo: Zoo, device_class: str) -> tuple[list[ParetoPoint], str | None]:
     """One point per variant from its profile for `device_class`; accuracy compared on one eval set only."""
     points = [_point(zoo, v, v.profiles.get(device_class)) for v in zoo.variants]
+    for variant, point in zip(zoo.variants, points):
+        point.dominated = zoo.int8_not_faster(variant, device_class)
     eval_sets = Counter(p.eval_set for p in points if p.eval_set)
     eval_set = eval_sets.most_common(1)[0][0] if eval_sets else None  # a tie goes to the first variant's
     for p in points:
@@ -260,11 +269,13 @@ def write_pareto_report(zoo: Zoo, out: Path, device_class: str | None = None) ->
 
 
 def render_pareto_markdown(points: list[ParetoPoint], title: str, eval_set: str | None) -> str:
-    header = ["variant", "technique", "size", "params", "MACs", "mAP50-95", "mAP50", "p50 ms", "p95 ms"]
+    header = ["variant", "technique", "size", "params", "MACs", "mAP50-95", "mAP50", "engine", "p50 ms", "p95 ms"]
     header += ["mJ/inference", "Pareto (latency / energy)"]
     rows = []
     for p in points:
         front = ", ".join(n for n, on in (("latency", p.on_latency_frontier), ("energy", p.on_energy_frontier)) if on)
+        if p.dominated:
+            front = (front + "; " if front else "") + "int8 not faster than its parent: not offered to the governor"
         rows.append(
             [
                 f"`{p.variant}`",
@@ -274,6 +285,7 @@ def render_pareto_markdown(points: list[ParetoPoint], title: str, eval_set: str 
                 _count(p.macs),
                 _fixed(p.map50_95, 4),
                 _fixed(p.map50, 4),
+                p.engine or p.format,
                 _fixed(p.latency_p50_ms, 2),
                 _fixed(p.latency_p95_ms, 2),
                 "-"
@@ -288,6 +300,23 @@ def render_pareto_markdown(points: list[ParetoPoint], title: str, eval_set: str 
     lines += [f"Energy {m}." for m in methods]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", render_engines_markdown(points)] if any(p.engines_p50_ms for p in points) else []
+    return "\n".join(lines)
+
+
+def render_engines_markdown(points: list[ParetoPoint]) -> str:
+    """Every engine side by side: p50 of each variant on each engine measured, the fastest in bold."""
+    engines = sorted({e for p in points for e in p.engines_p50_ms})
+    lines = ["### p50 ms on each engine (the fastest, in bold, is the one edged opens here)", ""]
+    lines += ["| variant | " + " | ".join(engines) + " |", "|---|" + "---|" * len(engines)]
+    for p in points:
+        if not p.engines_p50_ms:
+            continue
+        cells = []
+        for engine in engines:
+            ms = p.engines_p50_ms.get(engine)
+            cells.append("-" if ms is None else f"**{ms:.2f}**" if engine == p.engine else f"{ms:.2f}")
+        lines.append(f"| `{p.variant}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -373,7 +402,8 @@ def render_build(report: BuildReport) -> str:
 
 
 def render_profile(report: ProfileReport) -> str:
-    header = ["variant", "technique", "size", "params", "MACs", "p50 ms", "p95 ms", "mJ/inference"]
+    header = ["variant", "technique", "size", "params", "MACs", "engine", "p50 ms", "p95 ms", "mJ/inference"]
+    header.append("p50 ms on every engine")
     rows = []
     for v in report.variants:
         p = v.profile
@@ -384,13 +414,15 @@ def render_profile(report: ProfileReport) -> str:
                 _size(p.file_bytes or 0),
                 _count(p.params),
                 _count(p.macs),
+                p.engine or "-",
                 _fixed(p.latency.p50_ms if p.latency else None, 2),
                 _fixed(p.latency.p95_ms if p.latency else None, 2),
                 _energy(p),
+                ", ".join(f"{engine} {latency.p50_ms:.2f}" for engine, latency in p.engines.items()) or "-",
             ]
         )
     lines = [
-        f"{report.device_class} ({report.cpu}), {report.threads} threads, {report.runs} runs per variant",
+        f"{report.device_class} ({report.cpu}), {report.threads} threads, {report.runs} runs per variant and engine",
         _table(header, rows),
     ]
     methods = sorted({v.profile.energy.method for v in report.variants if v.profile.energy})
@@ -429,6 +461,8 @@ def _point(zoo: Zoo, variant: Variant, profile: DeviceProfile | None) -> ParetoP
         energy_mj=p.energy.mj_per_inference if p.energy else None,
         energy_quality=p.energy.quality if p.energy else None,
         energy_method=p.energy.method if p.energy else None,
+        engine=p.engine,
+        engines_p50_ms={engine: latency.p50_ms for engine, latency in p.engines.items()},
     )
 
 

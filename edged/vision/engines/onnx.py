@@ -24,6 +24,11 @@ _OPT_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 _DTYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8"}
+XNNPACK_PROVIDER = "XnnpackExecutionProvider"
+
+
+def available_providers() -> list[str]:
+    return list(ort.get_available_providers())
 
 
 class OnnxEngine(Engine):

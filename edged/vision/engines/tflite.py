@@ -26,11 +26,21 @@ def _interpreter_class() -> Any:
     return Interpreter
 
 
+def _without_delegates() -> Any:
+    """The op resolver of the built-in (reference) kernels, without the XNNPACK delegate LiteRT applies itself."""
+    try:
+        from ai_edge_litert.interpreter import OpResolverType
+    except ImportError:
+        from tflite_runtime.interpreter import OpResolverType
+    return OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+
+
 class TfliteEngine(Engine):
-    def __init__(self, path: Path, options: EngineOptions) -> None:
+    def __init__(self, path: Path, options: EngineOptions, xnnpack: bool = True) -> None:
         interpreter_class = _interpreter_class()
+        extra = {} if xnnpack else {"experimental_op_resolver_type": _without_delegates()}
         try:
-            self._interp = interpreter_class(model_path=str(path), num_threads=options.threads)
+            self._interp = interpreter_class(model_path=str(path), num_threads=options.threads, **extra)
             self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{path}: not a loadable TFLite model (corrupt or truncated?): {exc}") from None
