@@ -494,8 +494,19 @@ def _configure_tls(client: mqtt.Client, config: MqttConfig) -> None:
 def _reply_route(name: str, message: mqtt.MQTTMessage) -> _ReplyRoute:
     properties = getattr(message, "properties", None)
     response_topic = getattr(properties, "ResponseTopic", None) or None
+    if response_topic is not None and not _publishable(response_topic):
+        # MQTT 5 forbids wildcards in a topic one publishes to: answer on set/<name>/result only
+        log.warning(
+            "MQTT: set/%s asked for an answer on %r, where nothing can be published; ignored", name, response_topic
+        )
+        response_topic = None
     correlation = getattr(properties, "CorrelationData", None)
     return _ReplyRoute(name, response_topic, bytes(correlation) if correlation is not None else None)
+
+
+def _publishable(topic: str) -> bool:
+    """A topic a client may publish to (MQTT 5, 4.7): not empty, no wildcards, no NUL, at most 65535 bytes."""
+    return bool(topic) and not any(c in topic for c in "+#\0") and len(topic.encode("utf-8", "replace")) <= 65535
 
 
 def _json_bytes(document: dict[str, Any]) -> bytes:

@@ -178,6 +178,22 @@ def test_mqtt5_requests_are_answered_on_the_response_topic_with_the_correlation_
     assert by_correlation[b"req-2"]["ok"] is False and "'auto', 'pinned'" in by_correlation[b"req-2"]["error"]
 
 
+def test_a_response_topic_with_a_wildcard_is_ignored_and_later_commands_still_answered(
+    broker: Mosquitto, tmp_path: Path, links: Links, recorders: list[Recorder]
+) -> None:
+    """Publishing to `x/#` raises in paho: it once killed the command thread, and no command was applied after."""
+    recorders.append(requester := Recorder(broker, f"{BASE}/set/+/result", "replies/me"))
+    links.start(link_config(broker, tmp_path))
+    requester.request(f"{BASE}/set/governor_mode", "eco", "x/#", b"bad")
+    first = requester.wait_for(f"{BASE}/set/governor_mode/result")[0].json()
+    assert first["ok"] is True and first["value"] == "eco"
+    requester.request(f"{BASE}/set/governor_mode", "performance", "replies/me", b"good")
+    reply = requester.wait_for("replies/me")[0]
+    assert reply.json()["ok"] is True and reply.json()["value"] == "performance"
+    assert bytes(reply.properties.CorrelationData) == b"good"  # type: ignore[union-attr]
+    assert len(requester.wait_for(f"{BASE}/set/governor_mode/result", 2)) == 2
+
+
 def test_home_assistant_discovery_is_retained_and_resent_when_home_assistant_comes_online(
     broker: Mosquitto, tmp_path: Path, links: Links, recorders: list[Recorder]
 ) -> None:
