@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from edged.governor.config import GovernorConfig
 from edged.power.config import PowerConfig
@@ -101,7 +101,9 @@ class MqttConfig(_Section):
     protocol: Literal["5", "3.1.1"] = "5"
     client_id: str | None = None
     username: str | None = None
-    password: str | None = Field(None, description="use ${MQTT_PASSWORD} to keep it out of the file")
+    password: SecretStr | None = Field(
+        None, description="use ${MQTT_PASSWORD} to keep it out of the file; printed as ********** everywhere"
+    )
     tls: TlsConfig | None = None
     keepalive_s: int = Field(30, ge=5, le=3600)
     topic_prefix: str = Field("edged", pattern=r"^[^#+]+$")

@@ -45,7 +45,7 @@ def problems_of(path: Path) -> list[str]:
 def test_valid_config_loads_with_defaults_and_env(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGED_TEST_PASSWORD", "s3cret")
     config = load_config(write(tmp_path, VALID))
-    assert config.mqtt.password == "s3cret"
+    assert config.mqtt.password is not None and config.mqtt.password.get_secret_value() == "s3cret"
     assert config.engine.threads == 4
     assert config.engine.allow_spinning is False  # a default
     assert config.detection.nms_iou == 0.5
@@ -82,7 +82,7 @@ def test_missing_environment_variable_names_the_line(tmp_path, monkeypatch):
 def test_env_default_is_used_when_unset(tmp_path, monkeypatch):
     monkeypatch.delenv("EDGED_TEST_PASSWORD", raising=False)
     config = load_config(write(tmp_path, VALID.replace("${EDGED_TEST_PASSWORD}", "${EDGED_TEST_PASSWORD:-fallback}")))
-    assert config.mqtt.password == "fallback"
+    assert config.mqtt.password is not None and config.mqtt.password.get_secret_value() == "fallback"
 
 
 def test_every_problem_is_reported_at_once(tmp_path, monkeypatch):
@@ -132,7 +132,10 @@ def test_config_check_command_exit_codes(tmp_path, monkeypatch, capsys):
 def test_config_check_show_prints_the_effective_config(tmp_path, monkeypatch, capsys):
     import json
 
-    monkeypatch.setenv("EDGED_TEST_PASSWORD", "x")
+    monkeypatch.setenv("EDGED_TEST_PASSWORD", "hunter2-secret")
     assert main(["config", "check", "--show", str(write(tmp_path, VALID))]) == 0
-    shown = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    shown = json.loads(out)
     assert shown["engine"]["threads"] == 4 and shown["logging"]["level"] == "INFO"
+    assert "hunter2-secret" not in out and shown["mqtt"]["password"] == "**********"
+    assert load_config(write(tmp_path, VALID)).mqtt.password.get_secret_value() == "hunter2-secret"

@@ -113,7 +113,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
             host=mqtt_config.host,
             port=mqtt_config.port,
             username=mqtt_config.username,
-            password=mqtt_config.password,
+            password=mqtt_config.password.get_secret_value() if mqtt_config.password is not None else None,
             prefix=mqtt_config.topic_prefix,
         )
         if mqtt_config.tls is not None:

@@ -269,7 +269,8 @@ class MqttLink:
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         client.will_set(self.topics.availability, AVAILABILITY_OFFLINE, qos=1, retain=True)
         if self.config.username is not None:
-            client.username_pw_set(self.config.username, self.config.password)
+            password = self.config.password.get_secret_value() if self.config.password is not None else None
+            client.username_pw_set(self.config.username, password)
         if self.config.tls is not None:
             _configure_tls(client, self.config)
         client.on_connect = self._on_connect
