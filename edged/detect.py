@@ -54,6 +54,9 @@ def detect_frames(
             writer.close()
 
 
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".avi")
+
+
 class AnnotationWriter:
     """An image for an image, a folder of images for a folder, a video for a video."""
 
@@ -62,6 +65,10 @@ class AnnotationWriter:
         self.kind = source.kind
         self.fps = source.fps or 10.0
         self._video: cv2.VideoWriter | None = None
+        if self.kind == "video" and out.suffix.lower() not in VIDEO_SUFFIXES:
+            raise SourceError(f"{out}: annotated video is written as {' or '.join(VIDEO_SUFFIXES)}")
+        if self.kind == "image" and not cv2.haveImageWriter(str(out)):
+            raise SourceError(f"{out}: OpenCV writes no image with extension '{out.suffix}' (use .jpg or .png)")
         if self.kind == "folder":
             out.mkdir(parents=True, exist_ok=True)
         else:

@@ -48,6 +48,14 @@ def test_video_is_annotated_frame_for_frame(coco_zoo, tmp_path, capsys):
     assert ok and frame.shape == (576, 768, 3)
 
 
+@pytest.mark.parametrize("source, out", [("image", "out.xyz"), ("video", "out.mkv2")])
+def test_an_annotation_file_opencv_cannot_write_is_a_clear_error(coco_zoo, val_dev, tmp_path, capsys, source, out):
+    path = val_dev / "images" / "000000002153.jpg" if source == "image" else DEMO_CLIP
+    assert main([*detect(coco_zoo, str(path)), "--annotate", str(tmp_path / out)]) == 1
+    err = capsys.readouterr().err
+    assert out in err and ("extension" in err or ".mp4" in err) and "Traceback" not in err
+
+
 def test_folder_with_a_corrupt_image_reports_it_and_keeps_the_rest(coco_zoo, val_dev, tmp_path, capsys):
     folder = tmp_path / "images"
     folder.mkdir()
