@@ -65,8 +65,13 @@ class FrameStats:
         )
 
     def recent_fps(self, now: float, span_s: float = 10.0) -> float:
+        """Frames per second over the last `span_s`. The window keeps a bounded number of completion times: when
+        the span saw more frames than it holds, the rate is taken over the span the window does cover."""
         with self._lock:
             recent = [t for t in self._recent if t >= now - span_s]
+            truncated = len(self._recent) == self._recent.maxlen and len(recent) == len(self._recent)
+        if truncated and len(recent) > 1:
+            return (len(recent) - 1) / max(now - recent[0], 1e-9)
         return len(recent) / span_s
 
     def latency_percentiles(self) -> tuple[float | None, float | None]:
