@@ -291,6 +291,13 @@ class Daemon:
                 raise CommandRejected(f"variant '{command.value}' is quarantined: {quarantined[command.value]}")
         if isinstance(command, SetGovernorMode) and command.value == "pinned" and not self.worker.active_variant:
             raise CommandRejected("nothing to pin yet: no variant is running")
+        if isinstance(command, SetFps):
+            watchdog = watchdog_interval_s()  # the watchdog is fed while frames move: one must move per interval
+            if watchdog is not None and command.value < 1.0 / watchdog:
+                raise CommandRejected(
+                    f"{command.value:g} fps is below {1.0 / watchdog:.3g} fps, one frame per {watchdog:g} s (half of "
+                    "the service's WatchdogSec): systemd would take the wait between frames for a hang and restart it"
+                )
         self._commands.put(command)
         self._wake.set()
 

@@ -179,6 +179,23 @@ def test_bad_commands_are_answered_and_change_nothing(profiled_zoo, broker, reco
     run.stop()
 
 
+def test_a_frame_rate_slower_than_the_watchdog_allows_is_refused(profiled_zoo, broker, recorder, tmp_path, monkeypatch):
+    """Under WatchdogSec=60 a frame every 100 s (set/fps 0.01) would starve the watchdog: systemd would restart it."""
+    monkeypatch.setenv("WATCHDOG_USEC", "60000000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    run = Running(config_dict(profiled_zoo, broker, tmp_path, source={"realtime": True, "loop": True}))
+    recorder.wait_for(f"edged/{DEVICE}/state")
+    before = run.daemon.controls.policy
+    recorder.client.publish(f"edged/{DEVICE}/set/fps", b"0.01", qos=1)
+    recorder.client.publish(f"edged/{DEVICE}/set/fps", b"0.5", qos=1)
+    first, second = (r.json() for r in recorder.wait_for(f"edged/{DEVICE}/set/fps/result", 2))
+    assert first["ok"] is False and "WatchdogSec" in first["error"] and "0.0333 fps" in first["error"]
+    assert second["ok"] is True and second["value"] == 0.5  # one frame per 30 s feeds it: accepted
+    wait_until(lambda: run.daemon.controls.policy.fps_target == 0.5, 10, "fps 0.5 applied")
+    assert before.fps_target != 0.5
+    run.stop()
+
+
 def test_floor_command_with_expiry_is_applied_and_reverts(profiled_zoo, broker, recorder, tmp_path):
     run = Running(config_dict(profiled_zoo, broker, tmp_path, source={"realtime": True, "loop": True}))
     recorder.wait_for(f"edged/{DEVICE}/state")
