@@ -179,3 +179,24 @@ def test_the_family_build_names_what_is_missing_from_a_wrong_shared_folder(tmp_p
     with pytest.raises(SystemExit):
         main(["--stages", "parent,sideways"])
     assert "unknown stages: sideways" in capsys.readouterr().err
+
+
+def test_silu_blends_into_relu_over_its_ramp_and_is_then_exactly_relu(family_parent):
+    from edged.factory.train.yolox import SiluToRelu
+
+    blended = with_activation(copy.deepcopy(family_parent), lambda: SiluToRelu(4))
+    relu = with_activation(copy.deepcopy(family_parent), torch.nn.ReLU)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(blended.eval()(x), family_parent(x))  # step 0: still the SiLU parent
+        blended.train()
+        for _ in range(2):
+            blended(x)
+        halfway = blended.eval()(x)
+        assert not torch.allclose(halfway, family_parent(x)) and not torch.allclose(halfway, relu(x))
+        blended.train()
+        for _ in range(2):
+            blended(x)
+        assert torch.allclose(blended.eval()(x), relu(x))  # ramp done: exactly ReLU
+    steps = [int(v) for k, v in blended.state_dict().items() if k.endswith("steps")]
+    assert steps and set(steps) == {4}  # the ramp's position is saved with the weights (a resumed run goes on)

@@ -20,6 +20,7 @@ is unchanged. `predict` and `decoded` are what exported files compute (for one i
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -317,10 +318,35 @@ def _execution_order(model: YoloxNano) -> list[nn.Conv2d]:
     return order
 
 
-def with_activation(model: YoloxNano, activation: type[nn.Module]) -> YoloxNano:
-    """Every SiLU replaced by `activation`, in place (the weights are unchanged; distillation adapts them)."""
+def with_activation(model: YoloxNano, activation: Callable[[], nn.Module]) -> YoloxNano:
+    """Every SiLU (or SiLU-to-ReLU blend) replaced by `activation()`, in place (the weights are unchanged)."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.SiLU):
+            if isinstance(child, nn.SiLU | SiluToRelu):
                 setattr(parent, name, activation())
     return model
+
+
+class SiluToRelu(nn.Module):
+    """(1 - a) SiLU(x) + a ReLU(x), with a going from 0 to 1 over its first `ramp_steps` training forwards.
+
+    Swapping every SiLU for a ReLU at once left the fine-tuned parent at 0.04 tune mAP after 200 distillation steps
+    (from 0.52): the whole network's inputs moved at once. Blending lets each layer follow a small change at a
+    time; once the ramp is done it is exactly ReLU and `with_activation(model, nn.ReLU)` swaps it for one."""
+
+    def __init__(self, ramp_steps: int):
+        super().__init__()
+        self.ramp_steps = ramp_steps
+        self.register_buffer("steps", torch.zeros((), dtype=torch.int64))  # an integer: the EMA copies, not averages
+
+    @property
+    def share(self) -> float:
+        return min(1.0, int(self.steps) / max(1, self.ramp_steps))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            self.steps += 1
+        a = self.share
+        if a >= 1.0:
+            return F.relu(x)
+        return (1 - a) * F.silu(x) + a * F.relu(x)
