@@ -31,16 +31,15 @@ def _run(args: argparse.Namespace) -> int:
     from edged.daemon import run_daemon
     from edged.demo import demo_config
 
-    if args.config:
-        return run_daemon(load_config(args.config), args.config)
-    config = demo_config()
-    if config.mqtt.broker == "embedded":
-        return _with_embedded_broker(config)
-    print(f"edged demo: publishing to the broker on localhost:{config.mqtt.port}; watch: edged watch --device demo")
-    return run_daemon(config, None)
+    config = load_config(args.config) if args.config else demo_config()
+    if config.mqtt.enabled and config.mqtt.broker == "embedded":
+        return _with_embedded_broker(config, args.config)
+    if not args.config:
+        print(f"edged demo: publishing to the broker on localhost:{config.mqtt.port}; watch: edged watch --device demo")
+    return run_daemon(config, args.config)
 
 
-def _with_embedded_broker(config) -> int:
+def _with_embedded_broker(config, path) -> int:
     from edged.daemon import run_daemon
     from edged.errors import MissingExtraError
     from edged.mqtt.broker import EmbeddedBroker
@@ -48,12 +47,15 @@ def _with_embedded_broker(config) -> int:
     try:
         broker = EmbeddedBroker.for_config(config.mqtt).start()
     except MissingExtraError as exc:
+        if path is not None:  # a config that asks for the broker gets it or an error, never a silent fallback
+            raise
         log.warning("%s; detections go to stdout instead", exc)
-        return run_daemon(config.model_copy(update={"mqtt": config.mqtt.model_copy(update={"enabled": False})}), None)
+        return run_daemon(config.model_copy(update={"mqtt": config.mqtt.model_copy(update={"enabled": False})}), path)
     print(
-        f"edged demo: MQTT broker started in-process on localhost:{config.mqtt.port}; watch: edged watch --device demo"
+        f"edged: MQTT broker started in-process on localhost:{config.mqtt.port}; "
+        f"watch: edged watch --device {config.mqtt.device_id}"
     )
     try:
-        return run_daemon(config, None)
+        return run_daemon(config, path)
     finally:
         broker.stop()

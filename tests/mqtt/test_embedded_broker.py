@@ -52,3 +52,54 @@ def test_a_port_in_use_is_a_clear_error() -> None:
     pytest.importorskip("amqtt")
     with EmbeddedBroker("127.0.0.1", free_port()) as first, pytest.raises(EdgedError, match="cannot listen on"):
         EmbeddedBroker(first.host, first.port).start()
+
+
+def test_a_config_asking_for_the_embedded_broker_gets_it_from_edged_run(tmp_path: Path, shared: Path) -> None:
+    """`mqtt.broker: embedded` in a config file used to be honoured only by the no-config demo."""
+    pytest.importorskip("amqtt")
+    import subprocess
+    import time
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    port = free_port()
+    config = {
+        "source": {"type": "file", "path": str(root / "edged" / "demo" / "vtest_10s.mp4"), "loop": True},
+        "zoo": {"path": str(root / "deploy" / "zoos" / "coco-reference"), "variant": "fastestdet-352"},
+        "mqtt": {
+            "broker": "embedded",
+            "host": "127.0.0.1",
+            "port": port,
+            "protocol": "3.1.1",
+            "device_id": "embedded-test",
+            "outbox_path": str(tmp_path / "outbox.sqlite3"),
+            "discovery_prefix": None,
+        },
+    }
+    (tmp_path / "edged.yaml").write_text(yaml.safe_dump(config))
+    env = {"EDGED_SHARED": str(shared), "PATH": "/usr/bin:/bin"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edged", "run", "-c", str(tmp_path / "edged.yaml")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        recorder = None
+        while recorder is None and time.monotonic() < deadline and process.poll() is None:
+            try:
+                address = SimpleNamespace(host="127.0.0.1", port=port)
+                recorder = Recorder(address, "edged/embedded-test/detections", protocol=mqtt.MQTTv311)  # type: ignore[arg-type]
+            except (OSError, AssertionError):
+                time.sleep(0.5)
+        assert recorder is not None, (
+            f"no broker on {port}; edged said: {process.stdout.read() if process.stdout else ''}"
+        )
+        assert recorder.wait_for("edged/embedded-test/detections", 3, timeout_s=60)
+        recorder.close()
+    finally:
+        process.terminate()
+        process.wait(30)

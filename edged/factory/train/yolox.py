@@ -337,6 +337,7 @@ class SiluToRelu(nn.Module):
     def __init__(self, ramp_steps: int):
         super().__init__()
         self.ramp_steps = ramp_steps
+        self.steps: Tensor
         self.register_buffer("steps", torch.zeros((), dtype=torch.int64))  # an integer: the EMA copies, not averages
 
     @property
@@ -345,7 +346,7 @@ class SiluToRelu(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training:
-            self.steps += 1
+            self.steps.add_(1)
         a = self.share
         if a >= 1.0:
             return F.relu(x)
