@@ -16,7 +16,7 @@ from edged.governor.config import GovernorConfig
 from edged.power.config import PowerConfig
 from edged.vision.engines.base import EngineOptions
 from edged.vision.postprocess import PostprocessOptions
-from edged.yamlfile import load_yaml
+from edged.yamlfile import Problem, load_yaml
 
 
 class _Section(BaseModel):
@@ -153,6 +153,26 @@ class EdgedConfig(_Section):
         if isinstance(self.source, FileSource | FolderSource):
             update["source"] = self.source.model_copy(update={"path": fix(self.source.path)})
         return self.model_copy(update=update)
+
+
+def missing_paths(config: EdgedConfig, path: str | Path) -> list[str]:
+    """Files and folders the config names that are not on this machine, each with its line: errors for `edged run`,
+    warnings for `edged config check` (which may validate a config meant for another machine)."""
+    from edged.zoo.manifest import MANIFEST_NAME
+
+    document = load_yaml(Path(path))
+
+    def problem(loc: tuple[str, str], message: str) -> str:
+        return str(Problem(str(path), document.line_of(loc), ".".join(loc), message))
+
+    found = []
+    if isinstance(config.source, FileSource) and not config.source.path.is_file():
+        found.append(problem(("source", "path"), f"no such file: {config.source.path}"))
+    if isinstance(config.source, FolderSource) and not config.source.path.is_dir():
+        found.append(problem(("source", "path"), f"no such folder: {config.source.path}"))
+    if not (config.zoo.path / MANIFEST_NAME).is_file():
+        found.append(problem(("zoo", "path"), f"no {MANIFEST_NAME} in {config.zoo.path}"))
+    return found
 
 
 def load_config(path: str | Path) -> EdgedConfig:

@@ -139,3 +139,16 @@ def test_config_check_show_prints_the_effective_config(tmp_path, monkeypatch, ca
     assert shown["engine"]["threads"] == 4 and shown["logging"]["level"] == "INFO"
     assert "hunter2-secret" not in out and shown["mqtt"]["password"] == "**********"
     assert load_config(write(tmp_path, VALID)).mqtt.password.get_secret_value() == "hunter2-secret"
+
+
+def test_config_check_warns_about_files_missing_here_and_run_refuses_them(tmp_path, monkeypatch, capsys):
+    """A file source that does not exist made `edged run` stop at once with status 0 (a clean stop)."""
+    monkeypatch.setenv("EDGED_TEST_PASSWORD", "x")
+    path = write(tmp_path, VALID)
+    assert main(["config", "check", str(path)]) == 0  # it may be a config for another machine
+    err = capsys.readouterr().err
+    assert f"warning: {path}:3: source.path: no such file" in err and "gate.mp4" in err
+    assert f"{path}:6: zoo.path: no zoo.yaml in" in err
+    assert main(["run", "-c", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "source.path: no such file" in err and "zoo.path" in err and "Traceback" not in err

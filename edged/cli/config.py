@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -24,9 +25,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_config_check(args: argparse.Namespace) -> int:
-    from edged.config import load_config
+    from edged.config import load_config, missing_paths
 
     config = load_config(args.file)  # problems: printed by edged.cli.main, one per line
+    for line in missing_paths(config, args.file):  # a config may be meant for another machine: warn
+        print(f"warning: {line} (on this machine; `edged run` refuses to start without it)", file=sys.stderr)
     if args.show:
         print(json.dumps(config.model_dump(mode="json"), indent=2))
     else:

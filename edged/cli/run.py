@@ -27,11 +27,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edged.config import load_config
+    from edged.config import load_config, missing_paths
     from edged.daemon import run_daemon
     from edged.demo import demo_config
+    from edged.errors import ConfigError
 
     config = load_config(args.config) if args.config else demo_config()
+    if args.config and (missing := missing_paths(config, args.config)):
+        raise ConfigError(missing)  # not a clean stop at the first frame: systemd restarts a failure
     if config.mqtt.enabled and config.mqtt.broker == "embedded":
         return _with_embedded_broker(config, args.config)
     if not args.config:
