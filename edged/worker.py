@@ -290,6 +290,10 @@ class InferenceWorker:
             except EdgedError as exc:
                 self._quarantine(variant, f"failed to load: {exc}")
                 continue
+            except Exception as exc:  # whatever loading a model raises, it is that variant's fault, not the thread's
+                log.exception("loading variant %s failed unexpectedly", variant)
+                self._quarantine(variant, f"failed to load: {type(exc).__name__}: {exc}")
+                continue
             with self._lock:
                 self._loaded[variant] = detector
                 if self._wanted is None:  # not overtaken by a newer request

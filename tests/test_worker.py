@@ -79,6 +79,35 @@ def test_variant_that_fails_to_load_is_quarantined_and_the_stream_continues(coco
     assert run.worker.active_variant == "fastestdet-352"
 
 
+def test_a_model_file_that_cannot_be_read_is_quarantined_and_later_switches_still_work(coco_zoo, monkeypatch):
+    """Permission denied (or an SD card's I/O error) once killed the loader thread: later switches were answered
+    'ok' while every frame stayed on the old variant. The OSError is injected at the read, as root reads anything."""
+    import edged.zoo.manifest as manifest
+
+    unreadable = coco_zoo.file_of(coco_zoo.variant("nanodet-m-320"))
+    real_sha = manifest.sha256_of
+
+    def sha256_of(path):
+        if path == unreadable:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_sha(path)
+
+    monkeypatch.setattr(manifest, "sha256_of", sha256_of)
+    run = Run(coco_zoo.open_detector, "fastestdet-352")
+    run.wait_for_frames(10)
+    run.worker.request("nanodet-m-320")
+    deadline = time.monotonic() + 30
+    while "nanodet-m-320" not in run.worker.quarantined and time.monotonic() < deadline:
+        time.sleep(0.01)
+    reason = run.worker.quarantined["nanodet-m-320"]
+    assert "cannot read" in reason and "Permission denied" in reason and "nanodet-m-320" in reason
+    run.worker.request("yolox-nano-416")  # the loader is alive: the next switch happens
+    run.finish()
+    assert [r.index for r in run.results] == list(range(100))
+    assert "yolox-nano-416" in {r.variant for r in run.results}
+    assert any(e.kind == "quarantined" and e.variant == "nanodet-m-320" for e in run.events)
+
+
 def test_variant_that_fails_at_run_time_falls_back_without_losing_the_frame(coco_zoo):
     """Fault injection: the second variant's engine raises after 5 frames, as a corrupted runtime would."""
 

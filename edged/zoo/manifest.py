@@ -255,7 +255,11 @@ class Zoo:
         index = self.variants.index(variant)
         path = self.file_of(variant, model_file)
         field = "sha256" if model_file.format == variant.format else "alternates"
-        if path.is_file() and (actual := sha256_of(path)) != model_file.sha256:  # changed on disk since load_zoo
+        try:
+            actual = sha256_of(path) if path.is_file() else None
+        except OSError as exc:  # permission denied, an SD card's I/O error: this variant cannot be used
+            raise ModelError(self._where(index, "file") + f": cannot read {path}: {exc.strerror or exc}") from None
+        if actual is not None and actual != model_file.sha256:  # changed on disk since load_zoo
             raise ModelError(
                 self._where(index, field)
                 + f": {path.name} now has sha256 {actual}, the manifest says {model_file.sha256} (changed on disk)"
@@ -352,7 +356,14 @@ def _check_files(zoo: Zoo, document: YamlDocument) -> list[Problem]:
                 line = document.line_of((*base, "file"))
                 problems.append(Problem(str(zoo.path), line, f"{field}.file", f"model file not found: {path}"))
                 continue
-            actual = sha256_of(path)
+            try:
+                actual = sha256_of(path)
+            except OSError as exc:
+                line = document.line_of((*base, "file"))
+                problems.append(
+                    Problem(str(zoo.path), line, f"{field}.file", f"cannot read {path}: {exc.strerror or exc}")
+                )
+                continue
             if actual != model_file.sha256:
                 line = document.line_of((*base, "sha256"))
                 problems.append(
