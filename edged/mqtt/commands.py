@@ -118,6 +118,8 @@ def _decode(payload: bytes) -> Any:
         if _BARE_WORD.match(text):
             return text  # a bare word such as `eco` or a variant id
         raise CommandError(f"invalid JSON: {_preview(text)}") from None
+    except ValueError as exc:  # an integer past Python's conversion limit (4,300 digits)
+        raise CommandError(f"invalid number: {exc}") from None
 
 
 def _payload_fields(decoded: Any) -> dict[str, Any]:

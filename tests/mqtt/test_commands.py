@@ -67,6 +67,14 @@ def test_bad_commands_are_refused_with_a_clear_error(name: str, payload: bytes, 
     assert message in str(caught.value)
 
 
+@pytest.mark.parametrize("payload", [b"9" * 5000, b'{"value": ' + b"9" * 5000 + b"}", b"1e999999"])
+def test_a_number_too_long_or_too_large_is_refused_not_raised(payload: bytes) -> None:
+    """5,000 digits (a larger max_command_bytes allows them) once raised an unanswered ValueError."""
+    with pytest.raises(CommandError) as caught:
+        parse_command("fps", payload, max_bytes=10_000)
+    assert "invalid number" in str(caught.value) or "fps" in str(caught.value) or "value" in str(caught.value)
+
+
 def test_unknown_command_names_the_known_ones() -> None:
     with pytest.raises(CommandError, match="unknown command 'reboot'; known: accuracy_floor, fps, governor_mode"):
         parse_command("reboot", b"true")
