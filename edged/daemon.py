@@ -281,7 +281,9 @@ class Daemon:
 
     # --- commands (validated on the MQTT command thread, applied on the control loop) --------------------------
 
-    def _on_command(self, command: Command) -> None:
+    def _on_command(self, command: Command) -> str | None:
+        """Refuse (CommandRejected) what cannot be applied; queue the rest for the control loop. Returns a caveat
+        for the answer when the command is applied but cannot have its full effect."""
         if isinstance(command, SetVariant) and command.value is not None:
             known = {v.id for v in self.zoo.variants}
             if command.value not in known:
@@ -300,6 +302,19 @@ class Daemon:
                 )
         self._commands.put(command)
         self._wake.set()
+        if isinstance(command, SetAccuracyFloor) and command.value is not None:
+            return self._floor_unmet_text(command.value)
+        return None
+
+    def _floor_unmet_text(self, floor: float) -> str | None:
+        """Why `floor` cannot be met by any variant, or None (also None without profiles: nothing to compare)."""
+        best = max(self.profiles, key=lambda p: p.accuracy, default=None)
+        if best is None or floor <= best.accuracy:
+            return None
+        return (
+            f"no variant reaches mAP50-95 {floor:g}: the most accurate, {best.id}, has {best.accuracy:.3f} "
+            "and runs below the floor"
+        )
 
     def _apply_commands(self) -> None:
         changed = False
@@ -477,6 +492,7 @@ class Daemon:
             mode=self.controls.policy.mode if self.governor else "pinned",
             accuracy_floor=needs.floor_at(now),
             accuracy_floor_expires_at=time.time() + (expires - now) if expires is not None else None,
+            accuracy_floor_unmet=self._floor_unmet_text(needs.floor_at(now)) is not None,
             fps=decision.fps if decision else self.controls.policy.fps_target,
             paused=self.controls.paused,
             battery_pct=power.battery.battery_pct if power.battery else None,

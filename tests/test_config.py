@@ -152,3 +152,18 @@ def test_config_check_warns_about_files_missing_here_and_run_refuses_them(tmp_pa
     assert main(["run", "-c", str(path)]) == 1
     err = capsys.readouterr().err
     assert "source.path: no such file" in err and "zoo.path" in err and "Traceback" not in err
+
+
+def test_config_check_warns_when_the_floor_is_above_every_variant_of_the_zoo(profiled_zoo, tmp_path, capsys):
+    config = tmp_path / "edged.yaml"
+    config.write_text(
+        f"source: {{type: camera, device: 0}}\nzoo: {{path: {profiled_zoo}, device_class: ci-test}}\n"
+        "governor:\n  accuracy_floor: 0.5\n"
+    )
+    assert main(["config", "check", str(config)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {config}:4: governor.accuracy_floor: 0.5 is above every variant" in err
+    assert "nanodet-m-320, has 0.270" in err
+    config.write_text(config.read_text().replace("0.5", "0.25"))
+    assert main(["config", "check", str(config)]) == 0
+    assert "accuracy_floor" not in capsys.readouterr().err

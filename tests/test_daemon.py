@@ -196,6 +196,23 @@ def test_a_frame_rate_slower_than_the_watchdog_allows_is_refused(profiled_zoo, b
     run.stop()
 
 
+def test_a_floor_no_variant_reaches_is_applied_and_flagged_on_the_answer_and_the_state(
+    profiled_zoo, broker, recorder, tmp_path
+):
+    """The README's own `accuracy_floor 0.3` was answered ok and nothing said the zoo could never meet it."""
+    run = Running(config_dict(profiled_zoo, broker, tmp_path, source={"realtime": True, "loop": True}))
+    recorder.wait_for(f"edged/{DEVICE}/state")
+    recorder.client.publish(f"edged/{DEVICE}/set/accuracy_floor", b"0.25", qos=1)
+    recorder.client.publish(f"edged/{DEVICE}/set/accuracy_floor", b"0.9", qos=1)
+    reachable, unreachable = (r.json() for r in recorder.wait_for(f"edged/{DEVICE}/set/accuracy_floor/result", 2))
+    assert reachable["ok"] is True and reachable["warning"] is None
+    assert unreachable["ok"] is True and unreachable["value"] == 0.9
+    assert "no variant reaches mAP50-95 0.9" in unreachable["warning"] and "nanodet-m-320" in unreachable["warning"]
+    wait_until(lambda: recorder.on(f"edged/{DEVICE}/state")[-1].json()["accuracy_floor"] == 0.9, 10, "floor 0.9")
+    assert recorder.on(f"edged/{DEVICE}/state")[-1].json()["accuracy_floor_unmet"] is True
+    run.stop()
+
+
 def test_floor_command_with_expiry_is_applied_and_reverts(profiled_zoo, broker, recorder, tmp_path):
     run = Running(config_dict(profiled_zoo, broker, tmp_path, source={"realtime": True, "loop": True}))
     recorder.wait_for(f"edged/{DEVICE}/state")

@@ -75,7 +75,7 @@ from edged.mqtt.topics import Topics
 
 log = logging.getLogger(__name__)
 
-CommandHandler = Callable[[Command], None]
+CommandHandler = Callable[[Command], str | None]  # returns a caveat for the answer, or None
 
 DEFAULT_WINDOW = 100
 COMMAND_QUEUE_SIZE = 64
@@ -399,7 +399,7 @@ class MqttLink:
 
     def _apply(self, command: Command) -> CommandResult:
         try:
-            self._on_command(command)
+            warning = self._on_command(command)
         except CommandRejected as exc:
             log.info("MQTT: set/%s rejected: %s", command.name, exc)
             return self._result(command.name, error=str(exc))
@@ -407,11 +407,24 @@ class MqttLink:
             log.exception("MQTT: the handler failed on set/%s", command.name)
             return self._result(command.name, error=f"internal error while applying the command: {exc}")
         log.info("MQTT: applied set/%s = %r", command.name, command_value(command))
-        return self._result(command.name, value=command_value(command))
+        return self._result(command.name, value=command_value(command), warning=warning)
 
-    def _result(self, name: str, *, error: str | None = None, value: bool | float | str | None = None) -> CommandResult:
+    def _result(
+        self,
+        name: str,
+        *,
+        error: str | None = None,
+        value: bool | float | str | None = None,
+        warning: str | None = None,
+    ) -> CommandResult:
         return CommandResult(
-            device=self.config.device_id, command=name, ok=error is None, error=error, value=value, at=time.time()
+            device=self.config.device_id,
+            command=name,
+            ok=error is None,
+            error=error,
+            value=value,
+            warning=warning,
+            at=time.time(),
         )
 
     def _publish_result(self, route: _ReplyRoute, result: CommandResult) -> None:

@@ -81,6 +81,9 @@ class StateMessage(Message):
     mode: GovernorMode
     accuracy_floor: float = Field(ge=0, le=1)
     accuracy_floor_expires_at: float | None = Field(None, description="when a temporary floor reverts (Unix s)")
+    accuracy_floor_unmet: bool = Field(
+        False, description="no variant of the zoo reaches the floor: the most accurate one runs, below it"
+    )
     fps: float = Field(ge=0, description="target frames per second")
     paused: bool
     battery_pct: float | None = Field(None, ge=0, le=100)
@@ -204,4 +207,5 @@ class CommandResult(Message):
     ok: bool
     error: str | None = Field(None, description="why the command was refused; null when ok")
     value: bool | float | str | None = Field(None, description="the value applied (when ok)")
+    warning: str | None = Field(None, description="applied, with a caveat (e.g. a floor no variant reaches)")
     at: float = Field(description="Unix seconds")
