@@ -94,3 +94,21 @@ def profiled_zoo(shared: Path, tmp_path_factory) -> Path:
     source["variants"] = variants
     (root / "zoo.yaml").write_text(yaml.safe_dump(source, sort_keys=False))
     return root
+
+
+@pytest.fixture()
+def unreadable(monkeypatch):
+    """unreadable(path): reading that file fails with permission denied, as an SD card's I/O error would.
+    Injected at the read (edged's sha256 check), because root, which runs CI, reads any file whatever its mode."""
+    import edged.zoo.manifest as manifest
+
+    real_sha = manifest.sha256_of
+    paths: set[Path] = set()
+
+    def sha256_of(path: Path) -> str:
+        if path in paths:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_sha(path)
+
+    monkeypatch.setattr(manifest, "sha256_of", sha256_of)
+    return paths.add

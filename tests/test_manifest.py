@@ -163,19 +163,10 @@ def test_broken_manifest_makes_cli_exit_1_without_traceback(tmp_path, fastestdet
     assert err.startswith("edged: error:") and "sha256" in err and "Traceback" not in err
 
 
-def test_a_model_file_that_cannot_be_read_is_a_load_error_naming_it(coco_zoo, monkeypatch):
+def test_a_model_file_that_cannot_be_read_is_a_load_error_naming_it(coco_zoo, unreadable):
     """Permission denied at start-up printed a raw PermissionError traceback."""
-    import edged.zoo.manifest as manifest
     from edged.errors import ConfigError
 
-    unreadable = coco_zoo.file_of(coco_zoo.variant("fastestdet-352"))
-    real_sha = manifest.sha256_of
-
-    def sha256_of(path):
-        if path == unreadable:
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_sha(path)
-
-    monkeypatch.setattr(manifest, "sha256_of", sha256_of)
+    unreadable(coco_zoo.file_of(coco_zoo.variant("fastestdet-352")))
     with pytest.raises(ConfigError, match=r"variant 'fastestdet-352'\)\.file: cannot read .*Permission denied"):
-        manifest.load_zoo(coco_zoo.path)
+        load_zoo(coco_zoo.path)
