@@ -44,8 +44,8 @@ def write_model_card(
         f"{profile.runs} timed runs per model and engine, all in the same run (rounds alternate); each variant's "
         "latency is that of its fastest engine here (column `engine`). Energy is ESTIMATED by `edged zoo profile` "
         "as latency x an assumed active power (no power meter on this machine): it orders the variants exactly as "
-        "latency does and is no measurement. `drop` is the mAP50-95 lost on family-heldout against what the "
-        "variant was derived from, with its guard.\n",
+        "latency does and is no measurement. `drop, kept` is the mAP50-95 lost on family-heldout against what "
+        "the variant was derived from (its provenance parent), the share kept, and the guard it was held to.\n",
         _table(rows + teacher_rows),
         _versus_parent(results, timing, variant_ids),
         _cheap_point(results, timing, variant_ids),
@@ -79,7 +79,7 @@ def _row(zoo: Zoo | None, vid: str, results: Results, timing: dict[str, Any], gu
     macs = f"{t.macs / 1e6:.0f} M" if t and t.macs else "-"
     engine = (t.engine or "-") if t else "-"
     guard = guards.get(vid)
-    drop = f"{guard['drop']:+.3f} (<= {guard['max_drop']})" if guard else "-"
+    drop = f"{guard['drop']:+.3f}, {guard['kept']:.2f}x ({guard['guard']})" if guard else "-"
     cells = [f"`{vid}`", technique, size, macs, engine, latency, energy, drop]
     for eval_set, _ in SET_COLUMNS:
         r = results.get((vid, eval_set))
@@ -93,7 +93,8 @@ def _row(zoo: Zoo | None, vid: str, results: Results, timing: dict[str, Any], gu
 
 
 def _table(rows: list[list[str]]) -> str:
-    header = ["variant", "technique", "file", "MACs / frame", "engine", "p50 ms", "energy mJ (est.)", "drop (guard)"]
+    header = ["variant", "technique", "file", "MACs / frame", "engine", "p50 ms", "energy mJ (est.)"]
+    header.append("drop, kept (guard)")
     header += [c for _, c in SET_COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -209,7 +210,7 @@ def _alternates(results: Results, guards: dict[str, Any]) -> str:
             verdict = guards.get(name, {})
             rows.append(
                 f"| `{name.split('@')[0]}` | {name.split('@')[1]} | {r.map50_95:.3f} / {r.map50:.3f} | "
-                f"{verdict.get('drop', float('nan')):+.3f} (<= {verdict.get('max_drop', '?')}) | "
+                f"{verdict.get('drop', float('nan')):+.3f} ({verdict.get('guard', '?')}) | "
                 f"{'shipped' if verdict.get('passed') else 'not shipped'} |"
             )
     if not rows:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +28,27 @@ if TYPE_CHECKING:
     from edged.factory.train.family import BuildContext
     from edged.zoo.profile import ProfileReport
 
+
+@dataclass(frozen=True)
+class Guard:
+    """How much accuracy a compressed variant may lose against what it was derived from."""
+
+    max_drop: float | None = None  # largest mAP50-95 lost
+    min_kept: float | None = None  # smallest share of the parent's mAP50-95 kept
+
+    def passes(self, parent: float, child: float) -> bool:
+        if self.max_drop is not None:
+            return parent - child <= self.max_drop
+        assert self.min_kept is not None
+        return child >= self.min_kept * parent
+
+    def describe(self) -> str:
+        return f"drop <= {self.max_drop}" if self.max_drop is not None else f"keeps >= {self.min_kept:.2f}x"
+
+
 THREADS = 2
 PROFILE_RUNS = 300
-ALTERNATE_GUARD = 0.02  # a variant's file for another engine may lose at most this mAP50-95 against its own
+ALTERNATE_GUARD = Guard(max_drop=0.02)  # a variant's file for another engine, against the variant's own file
 TEACHERS = ("yolox-nano-416", "nanodet-m-320")
 
 
@@ -202,28 +221,24 @@ def guard_verdicts(zoo: Zoo, reports: list[EvalReport]) -> dict[str, dict[str, A
         against = variant.provenance.parent
         if guard is None or variant.id not in heldout or against not in heldout:
             continue
-        drop = heldout[against] - heldout[variant.id]
-        verdicts[variant.id] = {
-            "against": against,
-            "parent_map50_95": heldout[against],
-            "map50_95": heldout[variant.id],
-            "drop": round(drop, 4),
-            "max_drop": guard,
-            "passed": drop <= guard,
-        }
+        verdicts[variant.id] = _verdict(against, heldout[against], heldout[variant.id], guard)
     for name, score in heldout.items():  # another engine's file of a variant: as accurate as the variant's own
         if "@" in name:
             vid = name.split("@")[0]
-            drop = heldout[vid] - score
-            verdicts[name] = {
-                "against": vid,
-                "parent_map50_95": heldout[vid],
-                "map50_95": score,
-                "drop": round(drop, 4),
-                "max_drop": ALTERNATE_GUARD,
-                "passed": drop <= ALTERNATE_GUARD,
-            }
+            verdicts[name] = _verdict(vid, heldout[vid], score, ALTERNATE_GUARD)
     return verdicts
+
+
+def _verdict(against: str, parent: float, child: float, guard: Guard) -> dict[str, Any]:
+    return {
+        "against": against,
+        "parent_map50_95": parent,
+        "map50_95": child,
+        "drop": round(parent - child, 4),
+        "kept": round(child / parent, 3) if parent > 0 else None,
+        "guard": guard.describe(),
+        "passed": guard.passes(parent, child),
+    }
 
 
 def speed_verdicts(zoo: Zoo, report: ProfileReport) -> dict[str, dict[str, Any]]:
