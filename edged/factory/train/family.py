@@ -90,7 +90,7 @@ CALIBRATION_BATCHES = 8  # batches of training crops the low-rank fit reads (128
 # point cuts each frame into 2x2 tiles so that 3-pixel-wide people reach the network at about twice their size.
 SIZE = 416
 PARENT_ID = "yolox-ft-416"  # the fine-tuned parent every compressed variant is measured against
-PARENT_POINTS = {"yolox-ft-416": (416, None), "yolox-ft-320": (320, None), "yolox-ft-256": (256, None)}
+PARENT_POINTS = {f"yolox-ft-{size}": (size, None) for size in (416, 320, 256, 224, 192)}
 TILED_ID = "yolox-ft-tiled-640"
 TILED = (640, TileSpec(grid=(2, 2), overlap=0.2, full_frame=True))
 TRAIN_DATA = [s.name for s in SOURCES]
