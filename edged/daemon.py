@@ -120,7 +120,8 @@ class Daemon:
             if config.metrics.enabled
             else None
         )
-        self.frame_counter = FrameCounter(self._state_dir() / "frame_counter")
+        last_published = self.link.last_published_frame if self.link else None
+        self.frame_counter = FrameCounter(self._state_dir() / "frame_counter", last_published)
         self.frame_counter.save(0)  # a crash before the first periodic save must not reuse these numbers
         self._mono_start = time.monotonic()
         self._mission_end = mission_end_s(config.governor, self._mono_start, dt.datetime.now().astimezone())

@@ -81,6 +81,7 @@ DEFAULT_WINDOW = 100
 COMMAND_QUEUE_SIZE = 64
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 60
+LAST_FRAME = "last_frame"  # the outbox counter that holds the newest frame number committed
 
 
 class MqttError(EdgedError):
@@ -215,7 +216,13 @@ class MqttLink:
 
     def publish_detections(self, message: DetectionsMessage) -> None:
         """One frame's detections: durable when this returns; delivered at least once, in order."""
-        self._enqueue(self.topics.detections, message.to_json(), self.config.detections_qos)
+        counters = {LAST_FRAME: message.frame}
+        self._enqueue(self.topics.detections, message.to_json(), self.config.detections_qos, counters)
+
+    @property
+    def last_published_frame(self) -> int | None:
+        """The highest frame number ever committed to the outbox (exact after a kill -9; None before the first)."""
+        return self._outbox.counter(LAST_FRAME)
 
     def publish_decision(self, message: DecisionMessage) -> None:
         """One governor switch: durable when this returns; delivered at least once, in order."""
@@ -244,8 +251,8 @@ class MqttLink:
         )
         self._publish_if_connected(self.topics.stats, message.to_json())
 
-    def _enqueue(self, topic: str, payload: bytes, qos: int) -> None:
-        self._outbox.append(topic, payload, qos)
+    def _enqueue(self, topic: str, payload: bytes, qos: int, counters: dict[str, int] | None = None) -> None:
+        self._outbox.append(topic, payload, qos, counters=counters)
         self._events.put(_WAKE)
 
     def _publish_if_connected(self, topic: str, payload: bytes) -> None:

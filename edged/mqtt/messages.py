@@ -49,8 +49,9 @@ class DetectionsMessage(Message):
     source: str = Field(description="where the frame came from (camera, file name, stream URL without credentials)")
     frame: int = Field(
         ge=0,
-        description="monotonic for the device, across daemon restarts too: subscribers drop duplicates by "
-        "keeping only frames above the last one seen",
+        description="monotonic for the device, across daemon restarts too (a restart, clean or kill -9, numbers "
+        "on from the last frame committed to the outbox, so a gap is a dropped frame, never a restart): "
+        "subscribers drop duplicates by keeping only frames above the last one seen",
     )
     captured_at: float = Field(description="capture time, Unix seconds")
     variant: str = Field(description="id of the detector variant that processed the frame")

@@ -17,6 +17,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -79,24 +80,45 @@ class Outbox:
         """Messages dropped because the outbox was full, ever (persisted)."""
         return self._dropped
 
-    def append(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> int:
-        """Store one message durably; drop the oldest past the bound. Returns its id."""
+    def append(
+        self, topic: str, payload: bytes, qos: int, retain: bool = False, counters: Mapping[str, int] | None = None
+    ) -> int:
+        """Store one message durably; drop the oldest past the bound. Returns its id.
+
+        `counters` are set in the same transaction: a number the message carries (its frame) is then known exactly
+        after a kill -9, committed if and only if the message is, and outlives the message's acknowledgement."""
         with self._lock:
             if self._closed:
                 raise OutboxError(f"{self.path}: the outbox is closed (publishing after MqttLink.stop()?)")
             message_id = self._next_id
             try:
+                self._db.execute("BEGIN")
                 self._db.execute(
                     "INSERT INTO messages (id, topic, payload, qos, retain) VALUES (?, ?, ?, ?, ?)",
                     (message_id, topic, payload, qos, int(retain)),
                 )
+                for name, value in (counters or {}).items():
+                    self._db.execute(
+                        "INSERT INTO counters (name, value) VALUES (?, ?) "
+                        "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                        (name, value),
+                    )
+                self._db.execute("COMMIT")
             except sqlite3.Error as exc:  # disk full, I/O error: this message is not stored; the stored ones stay
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise OutboxError(f"{self.path}: cannot store a message ({exc}); is the disk full?") from None
             self._next_id += 1
             self._depth += 1
             if self._depth > self.max_messages:
                 self._drop_oldest(self._depth - self.max_messages)
             return message_id
+
+    def counter(self, name: str) -> int | None:
+        """A counter set by `append` (None if no message ever set it)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return None if row is None else int(row[0])
 
     def read_after(self, after_id: int, limit: int) -> list[OutboxMessage]:
         """Up to `limit` messages with id > after_id, oldest first."""

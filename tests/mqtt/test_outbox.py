@@ -92,3 +92,25 @@ def test_appending_after_close_is_a_clear_error(tmp_path: Path) -> None:
     outbox.close()  # idempotent
     with pytest.raises(OutboxError, match="the outbox is closed"):
         outbox.append("t", b"x", qos=1)
+
+
+def test_a_counter_commits_with_its_message_and_outlives_its_acknowledgement(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    outbox = Outbox(path, max_messages=10)
+    assert outbox.counter("last_frame") is None
+    ids = [outbox.append("t", b"x", qos=1, counters={"last_frame": frame}) for frame in (7, 8, 9)]
+    outbox.remove(ids)
+    outbox.close()
+    reopened = Outbox(path, max_messages=10)
+    assert reopened.counter("last_frame") == 9
+    reopened.close()
+
+
+def test_a_message_that_cannot_be_stored_leaves_its_counter_as_it_was(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.sqlite3", max_messages=10)
+    outbox.append("t", b"x", qos=1, counters={"last_frame": 1})
+    with pytest.raises(OutboxError, match="cannot store"):
+        outbox.append("t", None, qos=1, counters={"last_frame": 2})  # type: ignore[arg-type]  # NOT NULL payload
+    assert outbox.counter("last_frame") == 1
+    assert outbox.depth == 1
+    outbox.close()
