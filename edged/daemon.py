@@ -7,6 +7,7 @@ Threads and what each owns:
   mqtt       MqttLink: outbox sender, paho network loop, command thread (commands -> the control queue)
   main       the control loop: every tick, measurements -> Governor -> variant and fps; commands; signals;
              state, stats and power messages; sd_notify
+A thread that dies of an unexpected exception stops the daemon with exit status 70 (edged.threads says why).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from edged.power import EnergyMeter, PowerEvent, PowerReading, PowerSampler, Sim
 from edged.sdnotify import Notifier, watchdog_interval_s
 from edged.sources import FrameProducer, FrameQueue, SourceStatus
 from edged.telemetry import FrameStats, PowerWindow, governor_inputs
+from edged.threads import EXIT_THREAD_DIED, ThreadDeath, ThreadWatch
 from edged.vision.detector import Detector
 from edged.worker import MALLOC_ARENAS, FrameResult, InferenceWorker, WorkerEvent, limit_malloc_arenas
 from edged.zoo.manifest import Zoo, load_zoo
@@ -93,6 +95,7 @@ class Daemon:
         self._source_status = "starting"
         self._last_decision: DecisionSummary | None = None
         self._finished = threading.Event()
+        self._exit_status = 0  # EXIT_THREAD_DIED once a thread has died of an unexpected exception
         self.frames = FrameStats()
         self.power_window = PowerWindow()
         self._energy_mj: dict[str, float] = {}  # measured energy per inference, per variant (published per frame)
@@ -129,7 +132,13 @@ class Daemon:
     # --- lifecycle --------------------------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Start everything, run the control loop until SIGTERM/SIGINT (or a file source ends), stop cleanly."""
+        """Start everything, run the control loop until SIGTERM/SIGINT (or a file source ends), stop cleanly.
+
+        Returns the exit status: 0, or EXIT_THREAD_DIED when a thread died of an unexpected exception."""
+        with ThreadWatch(self._on_thread_death):
+            return self._run()
+
+    def _run(self) -> int:
         self._install_signals()
         first = self._first_variant()
         log.info(
@@ -151,7 +160,7 @@ class Daemon:
             self._control_loop()
         finally:
             self._shutdown()
-        return 0
+        return self._exit_status
 
     def _shutdown(self) -> None:
         self.notifier.stopping()
@@ -163,7 +172,7 @@ class Daemon:
         self.frame_counter.save(self.frames.last_index + 1, clean=True)
         if self.link:
             self._publish_state()
-            self.link.stop(clean=True, timeout_s=10.0)
+            self.link.stop(clean=True, timeout_s=10.0, failed=self._exit_status != 0)
         if self.metrics:
             self.metrics.stop()
         log.info("stopped after %d frames", self.frames.processed)
@@ -455,6 +464,13 @@ class Daemon:
         if status.state == "failed":
             self._finished.set()
         self._state_changed.set()
+        self._wake.set()
+
+    def _on_thread_death(self, death: ThreadDeath) -> None:
+        """The dying thread (edged.threads, after logging it): `state` says which and why, and the daemon stops."""
+        self._set_fault(f"thread {death.thread}", f"thread {death.thread} died: {death.error}; edged restarts")
+        self._exit_status = EXIT_THREAD_DIED
+        self._stop.set()
         self._wake.set()
 
     def _on_power_reading(self, reading: PowerReading) -> None:

@@ -55,11 +55,12 @@ class MetricsExporter:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_SnapshotCollector(self))
         try:
-            self._server, _thread = start_http_server(self.config.port, self.config.host, registry=registry)
+            self._server, thread = start_http_server(self.config.port, self.config.host, registry=registry)
         except OSError as exc:
             raise EdgedError(
                 f"metrics: cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}"
             ) from None
+        thread.name = "edged-metrics"  # named on `state` and in the log should it die (edged.threads)
 
     def stop(self) -> None:
         if self._server is not None:

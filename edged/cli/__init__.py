@@ -31,7 +31,8 @@ EPILOG = """examples:
   edged zoo eval --data ../shared/data/coco-val-dev --zoo deploy/zoos/coco-reference
   edged config check /etc/edged/edged.yaml
 
-Exit status: 0 ok, 1 a problem with the input (printed), 2 bad usage."""
+Exit status: 0 ok, 1 a problem with the input (printed), 2 bad usage, 70 a thread of `edged run` died of an
+unexpected error (logged with its traceback; systemd restarts the service)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
