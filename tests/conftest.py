@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 from hypothesis import settings
@@ -17,6 +19,22 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_ZOOS = ROOT / "deploy" / "zoos"
 
 
+def skip_or_fail(reason: str) -> NoReturn:
+    """A prerequisite is missing: skip with `reason`, except under EDGED_REQUIRE_SHARED=1 (CI), where everything
+    must run, so the test fails instead. Usable at module level too."""
+    if os.environ.get("EDGED_REQUIRE_SHARED") == "1":
+        pytest.fail(f"{reason} (EDGED_REQUIRE_SHARED=1: this must run here, not skip)", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require_or_skip(module: str, reason: str | None = None) -> Any:
+    """pytest.importorskip that fails under EDGED_REQUIRE_SHARED=1: `module`, imported."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        skip_or_fail(f"{reason or module + ' is not installed'} ({exc})")
+
+
 def _shared_dir() -> Path | None:
     candidate = Path(os.environ.get("EDGED_SHARED", ROOT.parent / "shared"))
     return candidate if (candidate / "models").is_dir() else None
@@ -27,10 +45,7 @@ def shared() -> Path:
     """../shared (or $EDGED_SHARED). Absent: skip, unless EDGED_REQUIRE_SHARED=1 (CI), where it fails."""
     path = _shared_dir()
     if path is None:
-        reason = "../shared (real models and data) is not here; set EDGED_SHARED to run these tests"
-        if os.environ.get("EDGED_REQUIRE_SHARED") == "1":
-            pytest.fail(reason + " (EDGED_REQUIRE_SHARED=1)")
-        pytest.skip(reason)
+        skip_or_fail("../shared (real models and data) is not here; set EDGED_SHARED to run these tests")
     return path
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import tempfile
+import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,3 +49,56 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+class NotifySocket:
+    """A unix datagram socket where the daemon's sd_notify messages arrive, as systemd's would."""
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="edged-notify-")  # short: a socket path has at most 107 bytes
+        self.path = os.path.join(self.directory, "notify")
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.socket.bind(self.path)
+        self.messages: list[dict[str, str]] = []
+
+    def wait_for(
+        self,
+        predicate: Callable[[dict[str, str]], bool],
+        timeout_s: float,
+        what: str,
+        log: Path | None = None,
+        after: int = -1,
+    ) -> int:
+        """Index of the first message after index `after` (received already or arriving) that satisfies `predicate`."""
+        deadline = time.monotonic() + timeout_s
+        seen = after + 1
+        while True:
+            for index in range(seen, len(self.messages)):
+                if predicate(self.messages[index]):
+                    return index
+            seen = len(self.messages)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                tail = f"; daemon log:\n{log.read_text(errors='replace')[-3000:]}" if log is not None else ""
+                raise AssertionError(f"no {what} within {timeout_s} s; got {self.messages[-5:]}{tail}")
+            self._receive(left)
+
+    def receive_for(self, seconds: float) -> list[dict[str, str]]:
+        """Every message that arrives in the next `seconds`."""
+        first = len(self.messages)
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self._receive(left)
+        return self.messages[first:]
+
+    def _receive(self, timeout_s: float) -> None:
+        self.socket.settimeout(timeout_s)
+        try:
+            data = self.socket.recv(4096)
+        except TimeoutError:
+            return
+        self.messages.append(dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line))
+
+    def close(self) -> None:
+        self.socket.close()
+        shutil.rmtree(self.directory, ignore_errors=True)

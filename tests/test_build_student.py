@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="torch is in the [build] extra, not in `make test`'s install")
-onnx = pytest.importorskip("onnx")
+from tests.conftest import require_or_skip
+
+torch = require_or_skip("torch", reason="torch is in the [build] extra, not in `make test`'s install")
+onnx = require_or_skip("onnx")
 
 from edged.factory.train.binary import (  # noqa: E402
     binarize,
@@ -127,7 +129,7 @@ def _unpacked_weights(path: Path) -> list[np.ndarray]:
 
 
 def test_pruning_physically_shrinks_the_onnx(student: Student, tmp_path: Path) -> None:
-    pytest.importorskip("torch_pruning")
+    require_or_skip("torch_pruning")
     from edged.factory.train.prune import prune_model
 
     pruned = prune_model(student, 0.5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -318,19 +319,26 @@ def test_a_restart_numbers_on_exactly_even_when_the_counter_file_is_damaged(prof
     assert_in_order_without_gaps(frames, max(frames) + 1)
 
 
-def test_network_cut_mid_run_loses_no_frame(profiled_zoo, broker, recorder, tmp_path):
+def test_network_cut_mid_run_loses_no_frame(profiled_zoo, broker, recorder, tmp_path, caplog):
     """The daemon's connection is cut (broker alive) and restored: every frame arrives, in order."""
+    caplog.set_level(logging.INFO, logger="edged.mqtt.link")
     relay = TcpRelay(broker.port)
     config = config_dict(profiled_zoo, broker, tmp_path, source={"realtime": True, "loop": True})
     config["mqtt"]["port"] = relay.port
     run = Running(config)
+    link = run.daemon.link
+    assert link is not None
     try:
         wait_until(lambda: len(detections(recorder)) >= 5, 30, "first detections")
         relay.hold()  # what the daemon sends now is never acknowledged
         time.sleep(0.5)
         relay.refuse()  # the connection drops; reconnects are turned away
+        wait_until(lambda: not link.connected, 5, "the link to see its connection drop")
         time.sleep(1.5)
+        assert not link.connected and link.outbox_depth > 0, "cut off: frames wait in the outbox"
+        cut_at = run.daemon.frames.last_index
         relay.admit()
+        wait_until(lambda: link.connected, 30, "the link to reconnect")
         count = run.daemon.frames.processed
         wait_until(lambda: run.daemon.frames.processed >= count + 10, 30, "more frames after the cut")
         run.stop()  # flushes the outbox
@@ -338,7 +346,12 @@ def test_network_cut_mid_run_loses_no_frame(profiled_zoo, broker, recorder, tmp_
         wait_until(lambda: max(m["frame"] for m in detections(recorder)) >= expected - 1, 20, "every frame")
     finally:
         relay.close()
-    assert_in_order_without_gaps([m["frame"] for m in detections(recorder)], expected)
+    frames = [m["frame"] for m in detections(recorder)]
+    assert_in_order_without_gaps(frames, expected)
+    assert cut_at in frames, "the frames made while cut off arrived"
+    said = [r.getMessage() for r in caplog.records if r.name == "edged.mqtt.link"]
+    assert sum("retrying with backoff" in m for m in said) == 1, said
+    assert sum("connected again" in m for m in said) == 1, said
 
 
 def test_sighup_with_an_invalid_config_keeps_the_running_one(profiled_zoo, broker, recorder, tmp_path):
@@ -366,6 +379,43 @@ def test_sighup_with_an_invalid_config_keeps_the_running_one(profiled_zoo, broke
             15,
             "the valid reload applied",
         )
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        process.kill()
+
+
+def test_sighup_applies_the_live_sections_and_reports_the_ones_that_need_a_restart(
+    profiled_zoo, broker, recorder, tmp_path
+):
+    """`source` and `mqtt` changed on disk are named on `state` as needing a restart (and keep running as they
+    were); `governor` changed in the same file applies at once."""
+    other_clip = tmp_path / "other-camera.mp4"
+    other_clip.write_bytes(DEMO_CLIP.read_bytes())
+    path = tmp_path / "edged.yaml"
+    config = config_dict(
+        profiled_zoo, broker, tmp_path, source={"realtime": True, "loop": True}, governor={"accuracy_floor": 0.0}
+    )
+    process = start_process(config, path)
+    try:
+        wait_until(lambda: len(detections(recorder)) >= 3, 30, "detections")
+        changed = {
+            **config,
+            "source": {**config["source"], "path": str(other_clip)},
+            "mqtt": {**config["mqtt"], "keepalive_s": 45},
+            "governor": {**config["governor"], "accuracy_floor": 0.2},
+        }
+        path.write_text(yaml.safe_dump(changed))
+        process.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: recorder.on(f"edged/{DEVICE}/state")[-1].json()["accuracy_floor"] == 0.2, 15, "the live change"
+        )
+        error = recorder.on(f"edged/{DEVICE}/state")[-1].json()["error"] or ""
+        assert "changed sections need a restart to apply: source, mqtt" in error, error
+        assert "governor" not in error
+        count = len(detections(recorder))
+        wait_until(lambda: len(detections(recorder)) > count + 3, 15, "frames after the reload")
+        assert {m["source"] for m in detections(recorder)[count:]} == {DEMO_CLIP.name}, "the source needs a restart"
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
     finally:
@@ -403,21 +453,39 @@ def test_embedded_demo_config_runs_the_shipped_zoo_with_a_labelled_simulated_bat
 
 
 def test_the_metrics_endpoint_serves_the_running_pipeline(profiled_zoo, broker, recorder, tmp_path):
+    relay = TcpRelay(broker.port)
     source = {"realtime": True, "loop": True}
     pinned = {"mode": "pinned", "pinned_variant": "fastestdet-352"}
     metrics = {"enabled": True, "port": 0}
-    run = Running(config_dict(profiled_zoo, broker, tmp_path, source=source, governor=pinned, metrics=metrics))
+    config = config_dict(profiled_zoo, broker, tmp_path, source=source, governor=pinned, metrics=metrics)
+    config["mqtt"]["port"] = relay.port
+    run = Running(config)
     try:
         wait_until(lambda: len(detections(recorder)) >= 10, 30, "detections")
-        assert run.daemon.metrics is not None
-        wait_until(lambda: scrape(run.daemon.metrics.port).get(("edged_frames_processed_total", ()), 0) >= 10, 10, "")
-        samples = scrape(run.daemon.metrics.port)
+        exporter, link = run.daemon.metrics, run.daemon.link
+        assert exporter is not None and link is not None
+        wait_until(lambda: scrape(exporter.port).get(("edged_frames_processed_total", ()), 0) >= 10, 10, "a scrape")
+        # a known moment: the broker stops hearing the daemon (commands still reach it), frames pile up in the
+        # outbox, then the pipeline is paused: the outbox depth and the frame count hold still
+        relay.hold()
+        wait_until(lambda: link.outbox_depth >= 5, 10, "frames waiting in the outbox")
+        recorder.client.publish(f"edged/{DEVICE}/set/paused", "true", qos=1)
+        wait_until(lambda: run.daemon.controls.paused, 10, "the pause")
+        processed = -1
+        while processed != run.daemon.frames.processed:
+            processed = run.daemon.frames.processed
+            time.sleep(1.5)  # longer than a tick: the figures are at most a second old
+        samples = scrape(exporter.port)
+        waiting = link.outbox_depth
     finally:
+        relay.close()
         run.stop()
     assert samples[("edged_variant_active", (("variant", "fastestdet-352"),))] == 1
     assert samples[("edged_variant_active", (("variant", "nanodet-m-320"),))] == 0
     assert samples[("edged_source_up", ())] == 1 and samples[("edged_fault", ())] == 0
-    assert samples[("edged_outbox_depth", ())] >= 0
+    assert samples[("edged_frames_processed_total", ())] == processed
+    assert waiting >= 5 and samples[("edged_outbox_depth", ())] == waiting
+    assert samples[("edged_outbox_dropped_total", ())] == 0
 
 
 def test_a_metrics_port_in_use_is_a_fault_on_state_and_the_frames_keep_flowing(

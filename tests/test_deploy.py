@@ -19,14 +19,12 @@ import os
 import re
 import shutil
 import signal
-import socket
 import ssl
 import stat
 import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ import yaml
 from edged.cli import main as edged_cli
 from edged.config import TlsConfig, load_config
 from tests.conftest import REFERENCE_ZOOS
+from tests.helpers import NotifySocket
 from tests.mqtt.conftest import Links, Recorder, detection, link_config, state, wait_until
 from tests.mqtt_broker import Mosquitto, free_port
 
@@ -434,43 +433,6 @@ enforced = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_MDWE, PR_MDWE_REFUSE_E
 print("W^X memory:", "enforced" if enforced else "not supported by this kernel", file=sys.stderr, flush=True)
 os.execv(sys.argv[1], sys.argv[1:])
 """
-
-
-class NotifySocket:
-    """A unix datagram socket where the daemon's sd_notify messages arrive, as systemd's would."""
-
-    def __init__(self) -> None:
-        self.directory = tempfile.mkdtemp(prefix="edged-notify-")  # short: a socket path has at most 107 bytes
-        self.path = os.path.join(self.directory, "notify")
-        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.socket.bind(self.path)
-        self.messages: list[dict[str, str]] = []
-
-    def wait_for(
-        self, predicate: Callable[[dict[str, str]], bool], timeout_s: float, what: str, log: Path, after: int = -1
-    ) -> int:
-        """Index of the first message after index `after` (received already or arriving) that satisfies `predicate`."""
-        deadline = time.monotonic() + timeout_s
-        seen = after + 1
-        while True:
-            for index in range(seen, len(self.messages)):
-                if predicate(self.messages[index]):
-                    return index
-            seen = len(self.messages)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                tail = log.read_text(errors="replace")[-3000:]
-                raise AssertionError(f"no {what} within {timeout_s} s; got {self.messages[-5:]}; daemon log:\n{tail}")
-            self.socket.settimeout(left)
-            try:
-                data = self.socket.recv(4096)
-            except TimeoutError:
-                continue
-            self.messages.append(dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line))
-
-    def close(self) -> None:
-        self.socket.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 @pytest.fixture

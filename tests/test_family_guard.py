@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytest.importorskip("torch", reason="torch is in the [build] extra, not in `make test`'s install")
+from tests.conftest import require_or_skip
 
-from edged.factory.train.family import GUARDS, PARENT_ID
-from edged.factory.train.measure import ALTERNATE_GUARD, drop_failed, guard_verdicts
-from edged.zoo.eval import EvalReport
-from edged.zoo.manifest import load_zoo, sha256_of
+require_or_skip("torch", reason="torch is in the [build] extra, not in `make test`'s install")
+
+from edged.factory.train.family import GUARDS, PARENT_ID  # noqa: E402
+from edged.factory.train.measure import ALTERNATE_GUARD, drop_failed, guard_verdicts  # noqa: E402
+from edged.zoo.eval import EvalReport  # noqa: E402
+from edged.zoo.manifest import load_zoo, sha256_of  # noqa: E402
 
 
 def _report(variant: str, map50_95: float) -> EvalReport:

@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="torch is in the [build] extra")
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+from tests.conftest import require_or_skip
+
+torch = require_or_skip("torch", reason="torch is in the [build] extra")
+onnx = require_or_skip("onnx")
+ort = require_or_skip("onnxruntime")
 
 from onnx import numpy_helper  # noqa: E402
 

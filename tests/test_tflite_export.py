@@ -11,8 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="torch is in the [build] extra, not in `make test`'s install")
-pytest.importorskip("litert_torch", reason="litert-torch is in the [build] extra")
+from tests.conftest import require_or_skip
+
+torch = require_or_skip("torch", reason="torch is in the [build] extra, not in `make test`'s install")
+require_or_skip("litert_torch", reason="litert-torch is in the [build] extra")
 
 from edged.factory.tflite import check_against_torch, export_tflite  # noqa: E402
 from edged.factory.train.data import LABELS  # noqa: E402

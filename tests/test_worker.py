@@ -16,6 +16,7 @@ from edged.config import FileSource
 from edged.errors import ModelError
 from edged.sources import FrameProducer, FrameQueue
 from edged.worker import FrameResult, InferenceWorker, WorkerEvent
+from tests.mqtt.conftest import wait_until
 
 DEMO_CLIP = Path(__file__).resolve().parents[1] / "edged" / "demo" / "vtest_10s.mp4"
 
@@ -144,13 +145,13 @@ def test_warm_standbys_are_bounded(coco_zoo, slots):
     queue = FrameQueue(2)
     worker = InferenceWorker(coco_zoo.open_detector, queue, lambda r: None, warm_slots=slots)
     worker.start("fastestdet-352")
-    for variant in ("nanodet-m-320", "fastestdet-352-tflite", "yolox-nano-416"):
-        worker.request(variant)
-        deadline = time.monotonic() + 20
-        while variant not in worker.warm_variants and time.monotonic() < deadline:
-            time.sleep(0.02)
-    assert len(worker.warm_variants) <= slots + 1  # + the active one while a swap is pending
-    worker.stop()
+    try:
+        for variant in ("nanodet-m-320", "fastestdet-352-tflite", "yolox-nano-416"):
+            worker.request(variant)
+            wait_until(lambda: variant in worker.warm_variants, 20, f"{variant} to be loaded")  # noqa: B023
+            assert len(worker.warm_variants) <= slots + 1  # + the active one while a swap is pending
+    finally:
+        worker.stop()
 
 
 def test_evicted_standbys_are_closed_at_once_not_at_garbage_collection(coco_zoo):
@@ -168,9 +169,7 @@ def test_evicted_standbys_are_closed_at_once_not_at_garbage_collection(coco_zoo)
     worker.start("fastestdet-352")
     for variant in ("nanodet-m-320", "yolox-nano-416"):
         worker.request(variant)
-        deadline = time.monotonic() + 20
-        while variant not in worker.warm_variants and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: variant in worker.warm_variants, 20, f"{variant} to be loaded")  # noqa: B023
     dropped = [v for v in ("fastestdet-352", "nanodet-m-320", "yolox-nano-416") if v not in worker.warm_variants]
     worker.stop()
     assert dropped and closed[: len(dropped)] == dropped  # closed when dropped, before stop() closed the rest

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import get_args
 
 import jsonschema
@@ -15,6 +17,8 @@ from edged.mqtt.discovery import discovery_config
 from edged.mqtt.messages import DecisionInputs, DecisionMessage, PowerMessage, PowerQuality
 from edged.mqtt.topics import Topics
 from tests.mqtt.conftest import detection, state
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_topics_follow_the_contract() -> None:
@@ -35,13 +39,33 @@ def test_committed_schemas_are_up_to_date() -> None:
     assert schemas.stale() == [], "run: python -m edged.mqtt.schemas"
 
 
-def test_schema_check_command_reports_a_stale_schema(tmp_path) -> None:
+def test_stale_finds_a_changed_or_missing_schema(tmp_path) -> None:
     written = schemas.write_all(tmp_path)
     assert schemas.stale(tmp_path) == []
     written[0].write_text("{}")
-    assert schemas.stale(tmp_path) == [written[0].name.removesuffix(".schema.json")]
-    result = subprocess.run([sys.executable, "-m", "edged.mqtt.schemas", "--check"], capture_output=True, timeout=60)
-    assert result.returncode == 0, result.stderr
+    written[1].unlink()
+    assert schemas.stale(tmp_path) == [path.name.removesuffix(".schema.json") for path in written[:2]]
+
+
+def run_schema_check(package_parent: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m edged.mqtt.schemas --check` run on the `edged` package under `package_parent`."""
+    command = [sys.executable, "-m", "edged.mqtt.schemas", "--check"]
+    return subprocess.run(command, cwd=package_parent, capture_output=True, text=True, timeout=60)
+
+
+def test_schema_check_command_passes_the_committed_schemas_and_fails_a_stale_one(tmp_path) -> None:
+    """The check reads the schemas beside the package it runs from, so it runs on a copy where one is stale."""
+    assert run_schema_check(ROOT).returncode == 0
+    copy = tmp_path / "edged"
+    shutil.copytree(ROOT / "edged", copy, ignore=shutil.ignore_patterns("__pycache__", "demo", "*.onnx"))
+    stale_file = copy / "mqtt" / "schemas" / "state.schema.json"
+    document = json.loads(stale_file.read_text())
+    del document["properties"]["battery_pct"]  # a field the model has and the committed schema lost
+    stale_file.write_text(json.dumps(document, indent=2) + "\n")
+    result = run_schema_check(tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{stale_file} is out of date" in result.stderr
+    assert "detections.schema.json" not in result.stderr, "only the stale one is named"
 
 
 def test_payloads_serialise_with_their_schema_id_and_validate() -> None:

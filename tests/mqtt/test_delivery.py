@@ -128,6 +128,32 @@ def test_a_clean_broker_restart_loses_nothing(
     assert_in_order_without_gaps(frames_of(recorder.on(DETECTIONS)), 400)
 
 
+def test_mqtt_3_1_1_through_a_broker_outage_loses_nothing_and_keeps_order(
+    tmp_path: Path, links: Links, recorders: list[Recorder]
+) -> None:
+    """The README's MQTT 3.1.1 (no reason codes, no properties): the link speaks it to mosquitto, and the frames
+    published while the broker is stopped arrive after it starts again, none lost, none out of order."""
+    with Mosquitto(tmp_path / "broker", persistence=True, extra_config=["log_type notice"]) as broker:
+        recorders.append(recorder := Recorder(broker, DETECTIONS, client_id="v311-recorder", persistent=True))
+        config = link_config(broker, tmp_path, protocol="3.1.1")
+        link = links.start(config)
+        for frame in range(100):
+            link.publish_detections(detection(frame))
+        # stopped with nothing in flight: mosquitto may acknowledge during its shutdown and lose it (not ours)
+        wait_until(lambda: link.outbox_depth == 0, what="the first frames to be acknowledged")
+        broker.stop()
+        wait_until(lambda: not link.connected, what="the link to see the broker gone")
+        for frame in range(100, 400):
+            link.publish_detections(detection(frame))
+        assert link.outbox_depth >= 300
+        broker.start()
+        wait_until(lambda: link.connected and link.outbox_depth == 0, timeout_s=20, what="the outbox to drain")
+        wait_until(lambda: max(frames_of(recorder.on(DETECTIONS)), default=-1) == 399, what="the last frame")
+        assert_in_order_without_gaps(frames_of(recorder.on(DETECTIONS)), 400)
+        connects = [line for line in broker.log_path.read_text().splitlines() if f"as {config.client_id} (" in line]
+    assert len(connects) == 2 and all("(p2," in line for line in connects), connects  # p2: MQTT 3.1.1, p5: MQTT 5
+
+
 def test_kill_9_mid_publish_loses_nothing_and_leaves_availability_offline(
     broker: Mosquitto, tmp_path: Path, recorders: list[Recorder]
 ) -> None:

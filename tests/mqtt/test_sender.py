@@ -63,7 +63,11 @@ def test_messages_go_out_in_order_within_the_window_and_leave_only_when_acknowle
     assert client.sent == [b"0", b"1"]
     sender.feed(client.publish, room=2, connection=1)
     assert client.sent == [b"0", b"1"], "the window is full"
+    sender.settle()
+    assert left(outbox) == [b"0", b"1", b"2", b"3", b"4"], "sent is not acknowledged: all still in the outbox"
     ack(sender, client, b"0")
+    sender.settle()
+    assert left(outbox) == [b"1", b"2", b"3", b"4"], "only the acknowledged one left"
     ack(sender, client, b"1", NO_SUBSCRIBERS)
     sender.settle()
     assert left(outbox) == [b"2", b"3", b"4"]
