@@ -47,7 +47,7 @@ clean:
 # Resumable: checkpoints in out/zoo-build. Needs the [build] extra and ../shared.
 .PHONY: zoo
 zoo: install
-	@$(BIN)/python -c "import torch, torch_pruning, litert_torch" 2>/dev/null || { \
+	@$(BIN)/python -c "import torch, litert_torch" 2>/dev/null || { \
 	  echo "make zoo needs the [build] extra: $(BIN)/pip install -e '.[build]'"; exit 1; }
 	$(BIN)/python -m edged.factory.train.family --out model_zoo --shared $(or $(EDGED_SHARED),../shared)
 

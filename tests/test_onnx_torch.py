@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="torch is in the [build] extra")
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+from tests.conftest import require_or_skip
+
+torch = require_or_skip("torch", reason="torch is in the [build] extra")
+onnx = require_or_skip("onnx")
+ort = require_or_skip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
@@ -143,6 +145,17 @@ OPS = {
             helper.make_node("Flatten", ["r"], ["y"], axis=1),
         ],
         [],
+    ),
+    "grid-decode": (  # what an in-graph box decoding does: cell offsets from the tensor's own width, exp sizes
+        [
+            helper.make_node("Shape", ["x"], ["s"]),
+            helper.make_node("Gather", ["s", "three"], ["w"], axis=0),
+            helper.make_node("Cast", ["w"], ["wf"], to=TensorProto.FLOAT),
+            helper.make_node("Range", ["zero", "wf", "one"], ["columns"]),
+            helper.make_node("Exp", ["x"], ["e"]),
+            helper.make_node("Add", ["e", "columns"], ["y"]),
+        ],
+        [("three", np.array(3, I64)), ("zero", np.array(0.0, F32)), ("one", np.array(1.0, F32))],
     ),
     "activations": (
         [

@@ -220,6 +220,56 @@ def test_ops_conv_relu_rounds_a_conv_output_once_over_what_its_relu_keeps(tmp_pa
     assert folded_rms <= rms < 0.05 * float(float_outputs.std())
 
 
+def test_ops_all_leaves_the_in_graph_decoding_float(tmp_path: Path):
+    """A decoded output puts pixel coordinates (0..416) beside 0..1 scores: quantizing the tail after the last
+    convolution would round every score to one step of ~1.6. Under --ops all the convolutions and what lies between
+    them are int8; the decoding (here exp, a sigmoid, a concat) is not, and the scores stay as the float net's."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edged.factory.int8 import Int8Recipe, decoding_nodes, prepare_for_quantization, quantize_int8
+
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(rng.standard_normal(shape).astype("float32"), name)
+        for name, shape in (("w1", (8, 3, 3, 3)), ("w2", (2, 8, 1, 1)), ("w3", (1, 8, 1, 1)))
+    ]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["a"], ["r"]),
+            helper.make_node("Add", ["r", "r"], ["r2"]),  # between convolutions: int8 under --ops all
+            helper.make_node("Conv", ["r2", "w2"], ["box"]),
+            helper.make_node("Conv", ["r2", "w3"], ["logit"]),
+            helper.make_node("Exp", ["box"], ["size"]),
+            helper.make_node("Mul", ["size", "stride"], ["pixels"]),
+            helper.make_node("Sigmoid", ["logit"], ["score"]),
+            helper.make_node("Concat", ["pixels", "score"], ["y"], axis=1),
+        ],
+        "decoding",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [*weights, numpy_helper.from_array(np.array(32.0, "float32"), "stride")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "net.onnx")
+    prepared, input_name = prepare_for_quantization(tmp_path / "net.onnx", tmp_path)
+    ops = {n.name: n.op_type for n in onnx.load(prepared).graph.node}
+    assert sorted(ops[name] for name in decoding_nodes(prepared)) == ["Concat", "Exp", "Mul", "Sigmoid"]
+    tensors = [rng.random((1, 3, 8, 8), dtype=np.float32) for _ in range(8)]
+    out = tmp_path / "all.onnx"
+    quantize_int8(prepared, out, Int8Recipe(calibration="minmax", ops="all"), tensors, input_name, tmp_path, False)
+    nodes = onnx.load(out).graph.node
+    producers = {output: n.op_type for n in nodes for output in n.output}
+    rounded = {producers.get(n.input[0]) for n in nodes if n.op_type == "QuantizeLinear"}  # whose outputs are int8
+    assert {"Conv", "Add"} <= rounded and not {"Exp", "Mul", "Sigmoid", "Concat"} & rounded
+    float_scores = np.concatenate([ort.InferenceSession(str(prepared)).run(None, {"x": t})[0][:, 2] for t in tensors])
+    scores = np.concatenate([ort.InferenceSession(str(out)).run(None, {"x": t})[0][:, 2] for t in tensors])
+    assert np.abs(scores - float_scores).mean() < 0.02  # int8 convolutions' error, not one 1.6-wide step
+    assert len(np.unique(scores)) > 100  # a score quantized beside pixels would take one or two values
+
+
 def test_old_exports_are_upgraded_and_weights_exposed_as_inputs_are_stripped(tmp_path: Path):
     """An opset-11 export that lists its weights as graph inputs (as the NanoDet exporter did) still quantizes."""
     import numpy as np

@@ -3,7 +3,7 @@
 Checked against ONNX Runtime on a real image (to float precision) and on the whole coco-val-dev set (the same
 mAP through edged's own eval), then the family's forms of it: the class rows kept, the exported file that serves
 any input size, and the compressions the factory applies (pruning, low-rank) keeping a working detector.
-Needs the [build] extra (torch, onnx; torch-pruning for the pruning test).
+Needs the [build] extra (torch, onnx).
 """
 
 from __future__ import annotations
@@ -16,14 +16,16 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-torch = pytest.importorskip("torch", reason="torch is in the [build] extra, not in `make test`'s install")
-pytest.importorskip("onnx")
+from tests.conftest import require_or_skip
+
+torch = require_or_skip("torch", reason="torch is in the [build] extra, not in `make test`'s install")
+require_or_skip("onnx")
 
 from edged.errors import ModelError  # noqa: E402
 from edged.factory.train.data import LABELS  # noqa: E402
 from edged.factory.train.lowrank import factorize  # noqa: E402
 from edged.factory.train.student import count_macs, export_onnx  # noqa: E402
-from edged.factory.train.yolox import YoloxNano, from_onnx, with_activation  # noqa: E402
+from edged.factory.train.yolox import YoloxNano, from_family_onnx, from_onnx, with_activation  # noqa: E402
 from edged.vision.postprocess import PostprocessOptions  # noqa: E402
 from edged.zoo.datasets import open_eval_set  # noqa: E402
 from edged.zoo.eval import evaluate  # noqa: E402
@@ -155,17 +157,69 @@ def _weight_gram(conv: torch.nn.Conv2d) -> torch.Tensor:
     return w @ w.T
 
 
-def test_pruning_removes_channels_and_keeps_the_detections_layout(family_parent):
-    pytest.importorskip("torch_pruning", reason="torch-pruning is in the [build] extra")
+def test_pruning_removes_channels_and_keeps_the_detections_layout(family_parent, image):
     from edged.factory.train.prune import prune_model
 
-    pruned = prune_model(family_parent, 0.5)
+    pruned = prune_model(family_parent, 0.5, [_tensor(image)])
     x = torch.zeros(1, 3, 320, 320)
     with torch.no_grad():
         assert pruned(x).shape == family_parent(x).shape
-    assert count_macs(pruned, (416, 416)) < 0.5 * count_macs(family_parent, (416, 416))
+    assert count_macs(pruned, (416, 416)) < 0.7 * count_macs(family_parent, (416, 416))
     for predictor in pruned.head.predictors():  # the detections are never pruned
         assert predictor.out_channels in (1, 4, len(LABELS))
+
+
+def _tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image.astype(np.float32).transpose(2, 0, 1)[None] / 255.0)
+
+
+@pytest.mark.parametrize("constant", [0.0, 0.3], ids=["silent", "constant"])
+def test_pruning_channels_that_carry_no_information_leaves_the_network_unchanged(family_parent, image, constant):
+    """Channels made constant (weights zeroed; bias `constant`) are the first to go, and what they added stays in
+    their readers' biases: the pruned network computes what the unpruned one did. A depthwise layer pads with zeros
+    (a constant is not constant at the border), so there only silent channels are exact."""
+    from edged.factory.train.prune import free_channel_groups, prune_model
+
+    model = with_activation(copy.deepcopy(family_parent).fuse_focus(), torch.nn.ReLU)
+    x = _tensor(image)
+    with torch.no_grad():
+        for group in free_channel_groups(model):
+            has_depthwise = any(m.role == "depthwise" for m in group)
+            producers = [m.conv for m in group if m.role != "in"]
+            count = producers[0].out_channels
+            for conv in producers:
+                conv.weight[: count // 2] = 0
+                conv.bias[: count // 2] = 0.0 if has_depthwise else constant
+        expected = model(x)
+        pruned = prune_model(model, 0.5, [x])
+        assert count_macs(pruned, (416, 416)) < 0.7 * count_macs(model, (416, 416))
+        torch.testing.assert_close(pruned(x), expected, rtol=1e-4, atol=1e-3)
+
+
+def test_pruning_without_images_is_refused(family_parent):
+    from edged.factory.train.prune import prune_model
+
+    with pytest.raises(ValueError, match="no calibration images"):
+        prune_model(family_parent, 0.25, [])
+
+
+def test_a_pruned_relu_sibling_comes_back_from_its_exported_file_as_the_same_function(family_parent, image, tmp_path):
+    """The derive stage's source: the shipped ONNX read back into torch (channel counts from the file)."""
+    from edged.factory.tflite import check_against_torch
+    from edged.factory.train.prune import prune_model
+
+    template = copy.deepcopy(family_parent).fuse_focus()
+    x = _tensor(image)
+    path = export_onnx(prune_model(template, 0.25, [x]), tmp_path / "pruned.onnx", (416, 416))
+    back = from_family_onnx(path, template)
+    assert count_macs(back, (416, 416)) < 0.9 * count_macs(template, (416, 416))
+    agreement = check_against_torch(back, path, "onnx", x, score_threshold=0.0)  # every cell
+    assert agreement.cells == 3549 and agreement.within(box_px=1e-2, score=1e-5)
+
+
+def test_a_file_of_another_architecture_is_not_read_back_as_a_family_member(shared, family_parent):
+    with pytest.raises(ModelError, match="not a YOLOX-nano"):
+        from_family_onnx(shared / "models" / "coco" / "nanodet_m_320.onnx", family_parent)
 
 
 def test_the_family_build_names_what_is_missing_from_a_wrong_shared_folder(tmp_path, capsys):

@@ -181,6 +181,8 @@ def quantize_int8(
     float_model = onnx.load(str(prepared))
     sessions = _session_factory(threads)
     excluded = first_convs(prepared) if recipe.float_first_conv else []
+    if recipe.ops == "all":
+        excluded += decoding_nodes(prepared)
     result = Quantized()
     model = _quantize_static(prepared, output, recipe, tensors, input_name, cache_dir, excluded, progress, result)
     if recipe.float_outliers:
@@ -359,6 +361,22 @@ def first_convs(path: Path) -> list[str]:
             else:
                 frontier.extend(node.output)
     return found
+
+
+def decoding_nodes(path: Path) -> list[str]:
+    """Names of the nodes after the last convolution on every path to the outputs: a model's in-graph decoding.
+
+    They stay float under `--ops all`: a decoded output holds pixel coordinates and 0..1 scores side by side, and
+    one 8-bit scale across both rounds every score to a step of about 1.6 (YOLOX at 416 lost 0.31 of 0.32 mAP50-95
+    that way); they are a sliver of the compute."""
+    model = load_onnx(path)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    feeds_conv: set[int] = set()  # nodes with a Conv downstream (or that are one)
+    for node in reversed(model.graph.node):  # topological order: consumers come after producers
+        if node.op_type == "Conv" or id(node) in feeds_conv:
+            feeds_conv.update(id(producers[i]) for i in node.input if i in producers)
+            feeds_conv.add(id(node))
+    return [node.name for node in model.graph.node if id(node) not in feeds_conv]
 
 
 class _Feeds(CalibrationDataReader):

@@ -128,10 +128,12 @@ def _grid_tensor(name: str, integers: np.ndarray, scale: np.ndarray, zero: np.nd
             self.scale: Any = torch.from_numpy(np.ascontiguousarray(scale, dtype=np.float32))
             offset = integers.astype(np.float64) - zero
             latent = offset if self.is_weight else offset * scale
-            self.latent = torch.nn.Parameter(torch.from_numpy(latent.astype(np.float32)))
+            # np.asarray: a quantized scalar (a 0-d initializer, e.g. a constant of an Add) comes out of numpy's
+            # arithmetic as a numpy scalar, which torch.from_numpy refuses
+            self.latent = torch.nn.Parameter(torch.from_numpy(np.asarray(latent, dtype=np.float32)))
             self._zero, self._bounds = zero, bounds
-            self._low = torch.from_numpy((bounds[0] - zero).astype(np.float32))
-            self._high = torch.from_numpy((bounds[1] - zero).astype(np.float32))
+            self._low = torch.from_numpy(np.asarray(bounds[0] - zero, dtype=np.float32))
+            self._high = torch.from_numpy(np.asarray(bounds[1] - zero, dtype=np.float32))
 
         def forward(self) -> Any:
             if not self.is_weight:
@@ -424,6 +426,12 @@ def _shape(attrs: dict[str, Any], _: int) -> Callable[..., Any]:
     return lambda x: torch.tensor(list(x.shape)[attrs.get("start", 0) : attrs.get("end")], dtype=torch.int64)
 
 
+def _range(attrs: dict[str, Any], _: int) -> Callable[..., Any]:
+    import torch
+
+    return lambda start, limit, delta: torch.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype)
+
+
 def _transpose(attrs: dict[str, Any], _: int) -> Callable[..., Any]:
     return lambda x: x.permute(*(attrs.get("perm") or reversed(range(x.dim()))))
 
@@ -490,6 +498,8 @@ def _ops() -> dict[str, Callable[[dict[str, Any], int], Callable[..., Any]]]:
         "HardSigmoid": _hard_sigmoid,
         "Relu": _elementwise(lambda x: x.relu()),
         "Sigmoid": _elementwise(lambda x: x.sigmoid()),
+        "Exp": _elementwise(lambda x: x.exp()),
+        "Range": _range,
         "Identity": _elementwise(lambda x: x),
         "Add": _elementwise(operator.add),
         "Sub": _elementwise(operator.sub),

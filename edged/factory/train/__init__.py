@@ -1,7 +1,7 @@
 """edged's own detector family, trained here: a compact student distilled from a teacher and real labels, its
 pruned and binary siblings, and the script that rebuilds them all (`python -m edged.factory.train.family`).
 
-Needs the `[build]` extra (torch, torch-pruning, onnx). The daemon never imports this package.
+Needs the `[build]` extra (torch, onnx). The daemon never imports this package.
 """
 
 import os

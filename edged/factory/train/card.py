@@ -286,9 +286,10 @@ def _compression(ctx: BuildContext, zoo: Zoo) -> str:
             f"| {p['ratio']:.0%} | {p['params'] / 1e3:.0f} K | {p['macs'] / 1e6:.0f} M |" for p in pruned.values()
         )
         parts.append(
-            "\n## Pruning\n\ntorch-pruning MetaPruner on the ReLU sibling, L2 magnitude importance, predictors "
-            "excluded, channel counts in multiples of 16: channels are physically removed, so the ONNX is a smaller "
-            f"dense network.\n\n| ratio | params | MACs at 416 |\n|---|---|---|\n{rows}\n"
+            "\n## Pruning\n\nThe ReLU sibling's free channels (inside a block, tied to nothing else: "
+            "edged.factory.train.prune), chosen on real activations, each removed channel's mean kept in its "
+            "readers' biases, channel counts in multiples of 8: channels are physically removed, so the ONNX is a "
+            f"smaller dense network.\n\n| ratio | params | MACs at 416 |\n|---|---|---|\n{rows}\n"
         )
     layers = _json(ctx.stage_dir("lowrank") / "layers.json") or []
     if layers:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -273,22 +274,11 @@ def coco_class_rows(parent_labels: list[str], labels: tuple[str, ...]) -> list[i
 
 def from_onnx(path: Path, parent_labels: list[str], labels: tuple[str, ...]) -> YoloxNano:
     """YOLOX-nano with the ONNX file's weights, reduced to `labels` (matched by name in `parent_labels`)."""
-    import onnx
-    from onnx import numpy_helper
-
-    graph = onnx.load(str(path)).graph
-    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    convs = [n for n in graph.node if n.op_type == "Conv"]
     model = YoloxNano(len(labels))
-    order = _execution_order(model)
-    if len(order) != len(convs):
-        raise ModelError(f"{path.name}: {len(convs)} convolutions, YOLOX-nano has {len(order)}: not a YOLOX-nano")
     rows = coco_class_rows(parent_labels, labels)
-    predictors = {id(c): c for c in model.head.cls_preds}
+    predictors = {id(c) for c in model.head.cls_preds}
     with torch.no_grad():
-        for index, (conv, node) in enumerate(zip(order, convs)):
-            weight = weights[node.input[1]].copy()
-            bias = weights[node.input[2]].copy() if len(node.input) > 2 else np.zeros(weight.shape[0], np.float32)
+        for index, (conv, (weight, bias)) in enumerate(_matched_convolutions(path, model)):
             if id(conv) in predictors:
                 weight, bias = weight[rows], bias[rows]
             if tuple(conv.weight.shape) != weight.shape:
@@ -301,6 +291,50 @@ def from_onnx(path: Path, parent_labels: list[str], labels: tuple[str, ...]) -> 
             conv.bias.copy_(torch.from_numpy(bias))
         model.first_layer().weight.mul_(255.0)  # inputs 0..1 instead of 0..255
     return model.eval()
+
+
+def from_family_onnx(path: Path, template: YoloxNano) -> YoloxNano:
+    """A family member back from the ONNX file the factory exported: `template`'s architecture (its stem, its
+    activation) with every convolution sized and filled as the file has it.
+
+    Pruning changes channel counts only, so this recovers the pruned siblings as well as the full-width ones; the
+    shipped file is then the one source that the forms derived from it (TFLite) are made from and checked against.
+    """
+    model = copy.deepcopy(template)
+    owners = {id(child): (parent, name) for parent in model.modules() for name, child in parent.named_children()}
+    with torch.no_grad():
+        for conv, (weight, bias) in _matched_convolutions(path, model):
+            groups = weight.shape[0] if conv.groups > 1 else 1  # a depthwise layer stays depthwise when pruned
+            kernel, stride = (weight.shape[2], weight.shape[3]), (conv.stride[0], conv.stride[-1])
+            padding = cast(tuple[int, int], conv.padding)  # the architecture's convolutions pad by numbers
+            sized = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], kernel, stride, padding, groups=groups)
+            sized.weight.copy_(torch.from_numpy(weight))
+            assert sized.bias is not None
+            sized.bias.copy_(torch.from_numpy(bias))
+            parent, name = owners[id(conv)]
+            setattr(parent, name, sized)
+    return model.eval()
+
+
+def _matched_convolutions(path: Path, model: YoloxNano) -> list[tuple[nn.Conv2d, tuple[np.ndarray, np.ndarray]]]:
+    """`model`'s convolutions paired with the file's (weight, bias), both in execution order."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    order = _execution_order(model)
+    if len(order) != len(convs):
+        raise ModelError(f"{path.name}: {len(convs)} convolutions, YOLOX-nano has {len(order)}: not a YOLOX-nano")
+    pairs = []
+    for conv, node in zip(order, convs):
+        if node.input[1] not in weights:
+            raise ModelError(f"{path.name}: a convolution's weights are computed, not stored: not an exported file")
+        weight = weights[node.input[1]].copy()
+        bias = weights[node.input[2]].copy() if len(node.input) > 2 else np.zeros(weight.shape[0], np.float32)
+        pairs.append((conv, (weight, bias)))
+    return pairs
 
 
 def _execution_order(model: YoloxNano) -> list[nn.Conv2d]:
