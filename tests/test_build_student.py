@@ -126,5 +126,3 @@ def _unpacked_weights(path: Path) -> list[np.ndarray]:
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     outputs = session.run(names, {"images": np.zeros((1, 3, SIZE, SIZE), np.float32)})
     return list(outputs)
-
-
