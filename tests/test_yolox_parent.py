@@ -222,6 +222,29 @@ def test_a_file_of_another_architecture_is_not_read_back_as_a_family_member(shar
         from_family_onnx(shared / "models" / "coco" / "nanodet_m_320.onnx", family_parent)
 
 
+def test_a_binarised_sibling_gets_batchnorms_that_start_at_the_float_layers_statistics(family_parent, image, tmp_path):
+    """YOLOX's BatchNorms were folded away; the binary sibling gets them back (initialised to each float layer's
+    output mean and spread), and its packed ONNX computes what the torch module does in eval mode."""
+    from edged.factory.tflite import check_against_torch
+    from edged.factory.train.binary import BinaryConv2d, binarize_with_batchnorm, export_binary_onnx
+
+    model = copy.deepcopy(family_parent).fuse_focus()
+    first_pointwise = model.backbone.dark2[0][1][0]  # DWConv(16, 32): its 1x1 convolution
+    x = _tensor(image)
+    with torch.no_grad():
+        float_out = first_pointwise(model.backbone.dark2[0][0](model.backbone.stem(x)))
+    binary = binarize_with_batchnorm(model, [x], pointwise_only=True)
+    pair = binary.backbone.dark2[0][1][0]
+    assert isinstance(pair[0], BinaryConv2d) and isinstance(pair[1], torch.nn.BatchNorm2d)
+    torch.testing.assert_close(pair[1].bias.detach(), float_out.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-4)
+    assert not any(isinstance(m, BinaryConv2d) and m.groups > 1 for m in binary.modules())  # depthwise stay float
+    binary.eval()
+    path, packed = export_binary_onnx(binary, tmp_path / "binary.onnx", (416, 416))
+    assert packed == sum(isinstance(m, BinaryConv2d) for m in binary.modules()) > 50
+    agreement = check_against_torch(binary, path, "onnx", x, score_threshold=0.0)
+    assert agreement.within(box_px=0.5, score=1e-3)  # float16 scales in the file
+
+
 def test_the_family_build_names_what_is_missing_from_a_wrong_shared_folder(tmp_path, capsys):
     from edged.factory.train.family import main
 

@@ -10,7 +10,8 @@ under --work, which is git-ignored):
            into its convolution's output range; SiLU leaves a float island after every layer)
   prune    structured pruning of the ReLU sibling's free channels at two ratios, each distilled from the parent
   lowrank  the ReLU sibling's large 1x1 convolutions factorized (rank fitted to their responses), distilled
-  binary   1-bit pointwise weights of the ReLU sibling, straight-through estimator, distilled
+  binary   1-bit pointwise weights of the ReLU sibling, BatchNorms restored after them, straight-through
+           estimator, distilled
   export   ONNX files and zoo.yaml
   derive   from the exported ONNX files alone (no checkpoint): the int8 siblings through `edged zoo build
            --technique int8`, and TFLite forms (the file read back into torch, converted, checked against it)
@@ -33,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from edged.factory.train.augment import AugmentConfig, BatchMaker
-from edged.factory.train.binary import binarize, export_binary_onnx
+from edged.factory.train.binary import binarize_with_batchnorm, export_binary_onnx
 from edged.factory.train.data import (
     LABELS,
     SOURCES,
@@ -280,7 +281,8 @@ def stage_lowrank(ctx: BuildContext) -> None:
 
 
 def stage_binary(ctx: BuildContext) -> None:
-    model = binarize(copy.deepcopy(load_relu(ctx)), pointwise_only=True)
+    crops = training_crops(ctx, CALIBRATION_BATCHES)
+    model = binarize_with_batchnorm(copy.deepcopy(load_relu(ctx)), crops, pointwise_only=True)
     train_sibling(ctx, "binary", model.train(), BINARY_TRAINING)
 
 
