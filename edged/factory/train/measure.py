@@ -168,7 +168,7 @@ def measure_family(ctx: BuildContext, command: str) -> None:
     reports += evaluate_alternates(family, sets["family-heldout"][0])
     (ctx.work / "eval-results.json").write_text(json.dumps([r.model_dump() for r in reports], indent=2))
 
-    verdicts = guard_verdicts(family, reports)
+    verdicts = with_orphans(family, guard_verdicts(family, reports))
     (ctx.work / "guards.json").write_text(json.dumps(verdicts, indent=2))
     family = drop_failed(family, [v for v, verdict in verdicts.items() if not verdict["passed"]])
     ids = [v.id for v in family.variants]
@@ -181,7 +181,7 @@ def measure_family(ctx: BuildContext, command: str) -> None:
     (ctx.work / "profile.json").write_text(json.dumps(profile, indent=2))
 
     report = ProfileReport.model_validate(profile)
-    speed = speed_verdicts(family, report)
+    speed = with_orphans(family, speed_verdicts(family, report))
     (ctx.work / "speed-guards.json").write_text(json.dumps(speed, indent=2))
     family = drop_failed(family, [v for v, verdict in speed.items() if not verdict["passed"]])
     ids = [v.id for v in family.variants]
@@ -191,6 +191,20 @@ def measure_family(ctx: BuildContext, command: str) -> None:
     family = record_accuracy(family, heldout, report.device_class)
     run_edged("zoo", "report", "--zoo", str(ctx.out), "--out", str(ctx.out / "report"))
     write_model_card(ctx, family, reports, report, command)
+
+
+def rewrite_card(ctx: BuildContext, command: str) -> None:
+    """MODEL_CARD.md again from what the measure stage saved (evaluations, profile, guards): the card's text can
+    change without measuring again."""
+    from edged.factory.train.card import write_model_card
+    from edged.zoo.profile import ProfileReport
+
+    saved = [ctx.work / name for name in ("eval-results.json", "profile.json")]
+    if missing := [str(path) for path in saved if not path.exists()]:
+        raise SystemExit(f"{', '.join(missing)} missing: run the measure stage first")
+    reports = [EvalReport.model_validate(r) for r in json.loads(saved[0].read_text())]
+    profile = ProfileReport.model_validate(json.loads(saved[1].read_text()))
+    write_model_card(ctx, load_zoo(ctx.out), reports, profile, command)
 
 
 def evaluate_alternates(zoo: Zoo, heldout: Path) -> list[EvalReport]:
@@ -226,6 +240,24 @@ def guard_verdicts(zoo: Zoo, reports: list[EvalReport]) -> dict[str, dict[str, A
         if "@" in name:
             vid = name.split("@")[0]
             verdicts[name] = _verdict(vid, heldout[vid], score, ALTERNATE_GUARD)
+    return verdicts
+
+
+def with_orphans(zoo: Zoo, verdicts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`verdicts`, and a failing one for every variant derived from a variant that is not shipped (failed, or
+    gone from the zoo): an int8 form of a dropped parent has nothing to be measured against, and nothing to stand
+    in for."""
+    verdicts = dict(verdicts)
+    shipped = {v.id for v in zoo.variants if verdicts.get(v.id, {}).get("passed", True)}
+    orphaned = True
+    while orphaned:
+        orphaned = False
+        for variant in zoo.variants:
+            parent = variant.provenance.parent
+            if variant.id in shipped and parent is not None and parent not in shipped:
+                verdicts[variant.id] = {"against": parent, "passed": False, "reason": f"{parent} is not shipped"}
+                shipped.discard(variant.id)
+                orphaned = True
     return verdicts
 
 
