@@ -275,6 +275,8 @@ def shipped_zoo():
 def test_the_shipped_family_detects_exactly_as_the_plain_path(shipped_zoo, options: PostprocessOptions):
     frames = demo_frames(4, 20)
     for variant in shipped_zoo.variants:
+        if variant.input.tiles is not None:
+            continue  # the plain path here is one whole frame; tiled inference has its own (tests/test_tiling.py)
         detector = shipped_zoo.open_detector(variant.id, postprocess=options)
         try:
             assert isinstance(detector.decoder, Yolov8Decoder)
