@@ -33,30 +33,9 @@ from edged.threads import EXIT_THREAD_DIED
 from edged.worker import InferenceWorker
 from tests.mqtt.conftest import Recorder, wait_until
 from tests.mqtt_broker import Mosquitto
+from tests.test_faults import DEVICE, ROOT, config_dict  # the daemon as test_faults runs it
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO_CLIP = ROOT / "edged" / "demo" / "vtest_10s.mp4"
-DEVICE = "cam1"
 BASE = f"edged/{DEVICE}"
-
-
-def config_dict(zoo: Path, port: int, state: Path, **sections: Any) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "source": {"type": "file", "path": str(DEMO_CLIP), "realtime": True, "loop": True},
-        "zoo": {"path": str(zoo), "device_class": "ci-test"},
-        "governor": {"min_dwell_s": 0, "fps_target": 5, "fps_min": 1},
-        "mqtt": {
-            "host": "127.0.0.1",
-            "port": port,
-            "device_id": DEVICE,
-            "keepalive_s": 5,
-            "outbox_path": str(state / "outbox.sqlite3"),
-            "discovery_prefix": None,
-        },
-    }
-    for name, value in sections.items():
-        config[name] = {**config.get(name, {}), **value}
-    return config
 
 
 @pytest.fixture

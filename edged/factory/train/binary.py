@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from edged.factory.train.statistics import channel_statistics
 from edged.factory.train.student import export_onnx
 
 Model = TypeVar("Model", bound=nn.Module)
@@ -85,43 +86,20 @@ def binarize_with_batchnorm(model: Model, images: Iterable[Tensor], pointwise_on
     layer's had on `images`. A sign code changes a layer's output scale and offset per channel; without a
     BatchNorm to absorb that, every later layer sees a shifted input (binarised as is, the ReLU sibling scored 0 and
     8 epochs of distillation left it at 0.002 mAP). `fold_for_export` folds them back into per-channel scales."""
-    statistics = _output_statistics(model, images)
-    places = [(parent, name, id(child)) for parent in model.modules() for name, child in parent.named_children()]
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    statistics = channel_statistics(model, convs, images, "output")
+    places = [(parent, name, c) for parent in model.modules() for name, c in parent.named_children() if c in convs]
     binarize(model, pointwise_only)
-    for parent, name, float_id in places:
+    for parent, name, float_conv in places:
         child = getattr(parent, name)
         if isinstance(child, BinaryConv2d):
-            mean, std = statistics[float_id]
+            mean, std = statistics[cast(nn.Conv2d, float_conv)]
             norm = nn.BatchNorm2d(child.out_channels)
             with torch.no_grad():
                 norm.weight.copy_(std)
                 norm.bias.copy_(mean)
             setattr(parent, name, nn.Sequential(child, norm))
     return model
-
-
-def _output_statistics(model: nn.Module, images: Iterable[Tensor]) -> dict[int, tuple[Tensor, Tensor]]:
-    """Per convolution (by id), the mean and standard deviation of each output channel over `images`."""
-    sums: dict[int, list[Tensor]] = {}
-
-    def record(conv: nn.Module, _: tuple[Tensor, ...], output: Tensor) -> None:
-        y = output.detach().double().transpose(0, 1).reshape(output.shape[1], -1)
-        entry = sums.setdefault(id(conv), [torch.zeros(y.shape[0], dtype=torch.float64)] * 2 + [torch.zeros(1)])
-        entry[0], entry[1], entry[2] = entry[0] + y.sum(1), entry[1] + y.pow(2).sum(1), entry[2] + y.shape[1]
-
-    handles = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    try:
-        with torch.no_grad():
-            for batch in images:
-                model(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-    stats = {}
-    for key, (total, squares, count) in sums.items():
-        mean = total / count
-        stats[key] = (mean.float(), (squares / count - mean.pow(2)).clamp(min=1e-12).sqrt().float())
-    return stats
 
 
 def binary_convs(model: nn.Module) -> list[BinaryConv2d]:
