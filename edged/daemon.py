@@ -267,7 +267,11 @@ class Daemon:
             self.governor.set_variants(usable)
         needs = self.controls.needs.pruned(now)
         self.controls.needs = needs
-        inputs = governor_inputs(now, period, power, needs.floor_at(now), needs.expires_at(now), self._mission_end)
+        running = self._profile_of(variant) if variant else None
+        busy_w = running.energy_mj / running.latency_p50_ms if running is not None else None
+        inputs = governor_inputs(
+            now, period, power, needs.floor_at(now), needs.expires_at(now), self._mission_end, busy_w
+        )
         decision = self.governor.tick(inputs)
         self._apply_decision(decision)
 
@@ -410,7 +414,15 @@ class Daemon:
     # --- callbacks from other threads -------------------------------------------------------------------------
 
     def _on_result(self, result: FrameResult) -> None:
-        """Inference thread: account, drain the simulated battery, hand the frame to the outbox."""
+        """Inference thread: deliver the frame, and time that work (the governor counts its energy per frame)."""
+        begun = time.perf_counter()
+        try:
+            self._deliver(result)
+        finally:
+            self.frames.record_overhead((time.perf_counter() - begun) * 1000.0)
+
+    def _deliver(self, result: FrameResult) -> None:
+        """Account, drain the simulated battery, hand the frame to the outbox."""
         found = result.detections
         self.frames.record(result.variant, result.index, found.latency_ms, found.inference_ms, result.finished)
         simulated = self.power.source("simulated")  # opened by the sampler's first read

@@ -23,6 +23,7 @@ class FramePeriod:
     seconds: float
     inference_median_ms: float | None  # the engine alone: what profiles measure
     variant: str | None  # the variant that processed most of them
+    overhead_median_ms: float | None = None  # the pipeline's own work per frame, outside the detector
 
     @property
     def fps(self) -> float:
@@ -38,6 +39,7 @@ class FrameStats:
         self._period_inference: list[float] = []
         self._period_variants: Counter[str] = Counter()
         self._period_start: float | None = None
+        self._period_overhead: list[float] = []
         self._recent: deque[float] = deque(maxlen=window)  # monotonic completion times, for the recent fps
         self.processed = 0
         self.last_index = -1  # the highest source frame index processed
@@ -51,17 +53,23 @@ class FrameStats:
             self._period_variants[variant] += 1
             self.processed += 1
 
+    def record_overhead(self, ms: float) -> None:
+        """Time the pipeline spent on a frame outside the detector (message, outbox commit, accounting)."""
+        with self._lock:
+            self._period_overhead.append(ms)
+
     def take_period(self, now: float) -> FramePeriod:
         with self._lock:
             start = self._period_start if self._period_start is not None else now
-            inference, variants = self._period_inference, self._period_variants
-            self._period_inference, self._period_variants = [], Counter()
+            inference, variants, overhead = self._period_inference, self._period_variants, self._period_overhead
+            self._period_inference, self._period_variants, self._period_overhead = [], Counter(), []
             self._period_start = now
         return FramePeriod(
             frames=len(inference),
             seconds=now - start,
             inference_median_ms=statistics.median(inference) if inference else None,
             variant=variants.most_common(1)[0][0] if variants else None,
+            overhead_median_ms=statistics.median(overhead) if overhead else None,
         )
 
     def recent_fps(self, now: float, span_s: float = 10.0) -> float:
@@ -123,8 +131,13 @@ def governor_inputs(
     floor: float,
     floor_expires_s: float | None,
     mission_end_s: float | None,
+    busy_power_w: float | None = None,
 ) -> GovernorInputs:
-    """Adapt one tick's measurements to the governor; whatever is unknown stays None."""
+    """Adapt one tick's measurements to the governor; whatever is unknown stays None.
+
+    `busy_power_w` is the device's power above idle while it computes (the running variant's profile energy over
+    its latency): the pipeline's per-frame time outside the detector costs energy at that rate.
+    """
     battery = power.battery
     capacity = None
     if battery is not None and battery.battery_wh is not None and battery.battery_pct:
@@ -142,4 +155,9 @@ def governor_inputs(
         accuracy_floor=floor,
         floor_expires_s=floor_expires_s,
         mission_end_s=mission_end_s,
+        frame_overhead_mj=(
+            frames.overhead_median_ms * busy_power_w
+            if frames.overhead_median_ms is not None and busy_power_w is not None
+            else None
+        ),
     )

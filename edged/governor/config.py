@@ -45,6 +45,30 @@ class CorrectionConfig(_Strict):
     variant_learning_rate: float = Field(
         0.05, ge=0, le=1, description="how fast a variant's own deviation from the device-wide ratio is learnt"
     )
+    energy_drift_per_min: float = Field(
+        0.01,
+        ge=0,
+        description="how far (relative std) the device-wide energy-per-inference ratio may wander in a minute; kept "
+        "slow, so that readings from one variant at one fps (which cannot tell the two apart) move base power",
+    )
+    variant_memory_s: float = Field(
+        600.0,
+        ge=0,
+        description="time constant with which a variant's own deviation fades back to the device-wide ratio while "
+        "it does not run; 0 keeps it for good",
+    )
+    load_drift_w_per_min: float = Field(
+        0.3,
+        ge=0,
+        description="how far (std, watts) base power may move in a minute: extra draw that does not depend on the "
+        "variant (gimbal, radio, heater, gusts); higher = followed faster",
+    )
+    load_horizon_s: float = Field(
+        300.0,
+        ge=0,
+        description="decisions plan with base power averaged over this long: a shorter burst is paid from the "
+        "energy reserve, not by switching; 0 plans with the latest estimate",
+    )
     gauge_window_pct: float = Field(
         5.0, gt=0, le=50, description="battery drop (% of capacity) over which the meter is checked against the gauge"
     )
@@ -90,6 +114,14 @@ class GovernorConfig(_Strict):
         le=1,
         description="headroom needed before switching to a costlier variant, as a share of the budget left for "
         "inference once idle power is paid",
+    )
+    energy_hysteresis_pct: float = Field(
+        0.5,
+        ge=0,
+        le=10,
+        description="with a mission end: energy (share of battery capacity, never more than half the reserve) the "
+        "running variant may fall behind the plan before the governor gives up accuracy or fps; a burst of extra "
+        "draw is paid from it and made back in calm air",
     )
     degradation_order: list[Relaxation] = Field(
         default_factory=lambda: list(DEFAULT_DEGRADATION),

@@ -3,10 +3,19 @@
 Profiles are measured once, on a cool device, with a trusted meter; in the field the device throttles, the meter is
 biased and the battery ages. What we learn is a ratio measured / profile, in two layers:
 
-- a device-wide ratio (thermal throttling and meter bias move every variant together), tracked by a scalar Kalman
-  filter whose measurement noise follows from the reading's noise: a power reading says little about energy per
-  inference when inference is a small share of the device's power, and the filter weighs it accordingly;
-- each variant's own, slowly learnt deviation from the device-wide ratio, kept while the variant is not running.
+- device-wide terms, shared by every variant: a latency ratio (thermal throttling slows every variant together), and
+  a power model of base power (idle plus whatever else draws from the same battery: a gimbal, a radio, a heater,
+  gusts on a shared rail) and an energy ratio, tracked by Kalman filters whose measurement noise follows from the
+  reading's noise. Base power may move fast (a load switches on); the energy ratio slowly;
+- each variant's own deviation from the device-wide latency ratio, learnt slowly from its latency (which no
+  other load disturbs), and fading back to the shared ratio while the variant is not running: what was learnt
+  about it under conditions that have since passed (a hot hour) must not stick to it. Its energy per inference
+  deviates by the same factor (energy is busy time at the device's active power); a power reading is never
+  credited to one variant, since a gust or a radio would then stick to whichever variant happened to run.
+
+Decisions plan with the base power averaged over `load_horizon_s` (`planning_base_w`): a burst of extra draw is
+paid from the energy reserve as it comes, and only a lasting change in base power changes what the mission can
+afford.
 
 The meter itself is checked against the fuel gauge (MeterCalibration): the budget is counted in the gauge's
 watt-hours, so a meter that reads 5% high would otherwise make every prediction 5% too dear.
@@ -22,9 +31,10 @@ from dataclasses import dataclass, field, replace
 from edged.governor.config import CorrectionConfig
 from edged.governor.profiles import VariantProfile
 
-RATIO_LIMITS = (0.1, 20.0)
+RATIO_LIMITS = (0.1, 20.0)  # latency: a throttled or overloaded device may really be this slow
+POWER_RATIO_LIMITS = (1 / 3, 3.0)  # energy per inference: beyond this the base power, not the variant, moved
+MAX_POWER_RATIO_VAR = 0.09  # std 0.3: while inference is a small share of the power, the ratio cannot run off
 MAX_GAP_S = 3600.0  # a longer silence adds no more uncertainty than an hour's drift
-IDLE_DRIFT_SHARE = 0.1
 
 
 def _clamp(value: float, low: float, high: float) -> float:
@@ -59,45 +69,45 @@ class Measurement:
     fps: float
     latency_ms: float | None
     power_w: float | None
+    overhead_j: float = 0.0  # the pipeline's own energy per frame (decode, message, outbox, publish)
 
 
 @dataclass(frozen=True)
 class PowerModel:
-    """Device power = idle + ratio × fps × energy per inference: a two-state Kalman filter over (idle, ratio).
+    """Device power = base + ratio × fps × energy per inference: a two-state Kalman filter over (base, ratio).
 
-    With one variant running, one reading cannot tell idle power from inference energy; readings taken while
-    different variants (or fps) run can, and the filter's covariance sorts that out by itself. A configured idle
-    power is held fixed (zero variance): then only the ratio is learnt.
+    Base is idle power plus any extra draw that does not depend on the variant. With one variant running, one
+    reading cannot tell base power from inference energy; readings taken while different variants (or fps) run
+    can, and the filter's covariance sorts that out by itself. A configured idle power is base's starting point and
+    its lower bound (loads only add to it).
     """
 
-    idle_w: float | None = None  # None: not configured and no reading yet
+    idle_w: float | None = None  # base power; None: not configured and no reading yet
     ratio: float = 1.0
     var_idle: float = 0.0
     cov: float = 0.0
-    var_ratio: float = 0.04
+    var_ratio: float = 0.0025  # std 0.05 to start: an unexplained watt is base power until a contrast says not
 
-    def drifted(self, seconds: float, ratio_per_s: float, idle_per_s: float) -> PowerModel:
+    def drifted(self, seconds: float, ratio_per_s: float, base_per_s: float) -> PowerModel:
         gap = _clamp(seconds, 0.0, MAX_GAP_S)
-        fixed = self.var_idle == 0.0 and self.cov == 0.0 and idle_per_s == 0.0
         return replace(
-            self,
-            var_idle=self.var_idle if fixed else self.var_idle + idle_per_s * gap,
-            var_ratio=self.var_ratio + ratio_per_s * gap,
+            self, var_idle=self.var_idle + base_per_s * gap, var_ratio=self.var_ratio + ratio_per_s * gap
         )
 
-    def updated(self, reading_w: float, inference_w: float, noise_var: float) -> PowerModel:
-        """Fold in one reading taken while `inference_w` (profile figures) was being spent."""
-        if self.idle_w is None:  # first reading: the profile is believed, the rest is idle, loosely
-            idle = max(0.0, reading_w - inference_w * self.ratio)
+    def updated(self, reading_w: float, inference_w: float, noise_var: float, fixed_w: float = 0.0) -> PowerModel:
+        """Fold in one reading taken while `inference_w` (profile figures) and `fixed_w` (known per-frame
+        overheads, not scaled by the ratio) were being spent."""
+        if self.idle_w is None:  # first reading: the profile is believed, the rest is base, loosely
+            idle = max(0.0, reading_w - fixed_w - inference_w * self.ratio)
             return replace(self, idle_w=idle, var_idle=max(noise_var, (0.3 * reading_w) ** 2))
         a = inference_w
-        innovation = reading_w - (self.idle_w + a * self.ratio)
+        innovation = reading_w - fixed_w - (self.idle_w + a * self.ratio)
         spread = self.var_idle + 2 * a * self.cov + a * a * self.var_ratio + noise_var
         gain_idle = (self.var_idle + a * self.cov) / spread
         gain_ratio = (self.cov + a * self.var_ratio) / spread
         return PowerModel(
             idle_w=max(0.0, self.idle_w + gain_idle * innovation),
-            ratio=_clamp(self.ratio + gain_ratio * innovation, *RATIO_LIMITS),
+            ratio=_clamp(self.ratio + gain_ratio * innovation, *POWER_RATIO_LIMITS),
             var_idle=max(0.0, self.var_idle - gain_idle * (self.var_idle + a * self.cov)),
             cov=self.cov - gain_idle * (self.cov + a * self.var_ratio),
             var_ratio=max(1e-12, self.var_ratio - gain_ratio * (self.cov + a * self.var_ratio)),
@@ -109,19 +119,22 @@ class Corrections:
     latency: ScalarKalman = field(default_factory=ScalarKalman)
     power: PowerModel = field(default_factory=PowerModel)
     latency_by_variant: dict[str, float] = field(default_factory=dict)
-    power_by_variant: dict[str, float] = field(default_factory=dict)
+    planning_base_w: float | None = None  # base power averaged over the load horizon: what decisions plan with
     updated_at_s: float | None = None
 
     def latency_ratio(self, variant_id: str) -> float:
         return self.latency.value * self.latency_by_variant.get(variant_id, 1.0)
 
     def power_ratio(self, variant_id: str) -> float:
-        return self.power.ratio * self.power_by_variant.get(variant_id, 1.0)
+        own = _clamp(self.latency_by_variant.get(variant_id, 1.0), *POWER_RATIO_LIMITS)
+        return _clamp(self.power.ratio * own, *POWER_RATIO_LIMITS)
 
     def idle_w(self, configured: float | None) -> float:
+        """The base power to plan with: averaged over the load horizon, never below a configured idle power."""
+        learnt = self.planning_base_w if self.planning_base_w is not None else self.power.idle_w
         if configured is not None:
-            return configured
-        return self.power.idle_w if self.power.idle_w is not None else 0.0
+            return max(configured, learnt) if learnt is not None else configured
+        return learnt if learnt is not None else 0.0
 
     def observe(
         self, config: CorrectionConfig, now_s: float, seen: Measurement, configured_idle_w: float | None
@@ -129,24 +142,30 @@ class Corrections:
         """Fold one tick's readings in; unusable readings (NaN, negative, unknown fps) are ignored."""
         drift_per_s = config.drift_per_min**2 / 60.0
         gap = now_s - self.updated_at_s if self.updated_at_s is not None else 0.0
-        gap = gap if math.isfinite(gap) else 0.0
+        gap = max(0.0, gap) if math.isfinite(gap) else 0.0
         power = self.power
-        if configured_idle_w is not None:
-            power = replace(power, idle_w=configured_idle_w, var_idle=0.0, cov=0.0)
-        # Idle power is a property of the device, not of the load: let it wander ten times slower than the ratios,
-        # or readings from a single variant (which cannot tell the two apart) push them apart at random.
-        idle_drift = (
-            0.0
-            if configured_idle_w is not None
-            else (IDLE_DRIFT_SHARE * config.drift_per_min * (power.idle_w or 0.0)) ** 2 / 60
-        )
+        if configured_idle_w is not None and power.idle_w is None:  # loads may be on from the start
+            power = replace(power, idle_w=configured_idle_w, var_idle=config.load_drift_w_per_min**2, cov=0.0)
         result = replace(
             self,
             latency=self.latency.drifted(gap, drift_per_s),
-            power=power.drifted(gap, drift_per_s, idle_drift),
+            power=power.drifted(gap, config.energy_drift_per_min**2 / 60.0, config.load_drift_w_per_min**2 / 60.0),
+            latency_by_variant=_faded(self.latency_by_variant, seen.profile.id, gap, config.variant_memory_s),
             updated_at_s=now_s,
         )
-        return result._observe_latency(config, seen)._observe_power(config, seen)
+        result = result._observe_latency(config, seen)._observe_power(config, seen)
+        if configured_idle_w is not None and result.power.idle_w is not None and result.power.idle_w < configured_idle_w:
+            result = replace(result, power=replace(result.power, idle_w=configured_idle_w))
+        return result._planned(config, gap)
+
+    def _planned(self, config: CorrectionConfig, gap: float) -> Corrections:
+        base = self.power.idle_w
+        if base is None:
+            return self
+        if self.planning_base_w is None or config.load_horizon_s <= 0:
+            return replace(self, planning_base_w=base)
+        weight = 1.0 - math.exp(-_clamp(gap, 0.0, MAX_GAP_S) / config.load_horizon_s)
+        return replace(self, planning_base_w=self.planning_base_w + weight * (base - self.planning_base_w))
 
     def _observe_latency(self, config: CorrectionConfig, seen: Measurement) -> Corrections:
         latency = finite(seen.latency_ms)
@@ -167,18 +186,17 @@ class Corrections:
         fps = finite(seen.fps)
         if power is None or power < 0 or fps is None or fps < 0:
             return self
-        own = self.power_by_variant.get(seen.profile.id, 1.0)
-        inference_w = fps * seen.profile.joules * own
-        model = self.power.updated(power, inference_w, config.power_noise_w**2)
-        if inference_w <= 1e-9 or model.idle_w is None:
-            return replace(self, power=model)
-        seen_ratio = (power - model.idle_w) / (fps * seen.profile.joules * model.ratio)
-        own_learnt = own + config.variant_learning_rate * (seen_ratio - own)
-        return replace(
-            self,
-            power=model,
-            power_by_variant={**self.power_by_variant, seen.profile.id: _clamp(own_learnt, *RATIO_LIMITS)},
-        )
+        inference_w = fps * seen.profile.joules * self.power_ratio(seen.profile.id) / self.power.ratio
+        overhead_w = fps * max(0.0, finite(seen.overhead_j) or 0.0)
+        return replace(self, power=self.power.updated(power, inference_w, config.power_noise_w**2, overhead_w))
+
+
+def _faded(by_variant: dict[str, float], running: str, seconds: float, memory_s: float) -> dict[str, float]:
+    """Every variant but the running one drifts back to the shared ratio (1.0) with time constant `memory_s`."""
+    if memory_s <= 0 or seconds <= 0:
+        return by_variant
+    keep = math.exp(-_clamp(seconds, 0.0, MAX_GAP_S) / memory_s)
+    return {v: r if v == running else 1.0 + (r - 1.0) * keep for v, r in by_variant.items()}
 
 
 @dataclass(frozen=True)

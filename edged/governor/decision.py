@@ -51,6 +51,11 @@ class GovernorInputs(BaseModel):
     accuracy_floor: float | None = Field(None, description="the floor in force (AccuracyNeeds); default: policy's")
     floor_expires_s: float | None = Field(None, description="when that floor ends (AccuracyNeeds.expires_at)")
     mission_end_s: float | None = Field(None, description="mission end on the now_s clock; enables budgeting")
+    frame_overhead_mj: float | None = Field(
+        None,
+        description="the pipeline's own energy per processed frame (decode, message, outbox, publish), measured; "
+        "added to every variant's energy per inference",
+    )
 
 
 class Decision(BaseModel):
@@ -132,6 +137,7 @@ class Needs:
     slo_ms: float
     budget: Budget
     floor_left_s: float | None = None  # a temporary floor: how long it still lasts
+    slack_w: float = 0.0  # the energy bank's hysteresis, as watts over the time left: the running choice keeps it
 
 
 @dataclass(frozen=True)
@@ -178,8 +184,9 @@ def decide(
     if not variants:
         return _no_variants(policy, state, now, requested, budget, battery), replace(next_state, variant=None)
 
-    predictions = {v.id: _predict(v, corrections, policy) for v in variants}
+    predictions = {v.id: _predict(v, corrections, policy, _overhead_j(inputs)) for v in variants}
     needs = _needs(policy, predictions.values(), requested, budget, _floor_left(inputs, now, requested))
+    needs = replace(needs, slack_w=_bank_slack_w(policy, budget, battery))
     current = predictions.get(state.variant) if state.variant is not None else None
     option, preface = _choose_for_mode(policy, list(predictions.values()), needs, current)
 
@@ -234,17 +241,24 @@ def _learn(
     fps = fps if fps is not None else state.fps
     power = finite(inputs.power_w)
     power = power * meter_scale if power is not None else None
-    seen = Measurement(profile, fps if fps is not None else math.nan, inputs.latency_ms, power)
+    seen = Measurement(profile, fps if fps is not None else math.nan, inputs.latency_ms, power, _overhead_j(inputs))
     return state.corrections.observe(policy.correction, now, seen, policy.idle_power_w)
 
 
-def _predict(profile: VariantProfile, corrections: Corrections, policy: GovernorConfig) -> Prediction:
+def _overhead_j(inputs: GovernorInputs) -> float:
+    overhead = finite(inputs.frame_overhead_mj)
+    return max(0.0, overhead) / 1000.0 if overhead is not None else 0.0
+
+
+def _predict(
+    profile: VariantProfile, corrections: Corrections, policy: GovernorConfig, overhead_j: float
+) -> Prediction:
     latency = corrections.latency_ratio(profile.id)
     return Prediction(
         profile,
         profile.latency_p50_ms * latency,
         profile.latency_p95_ms * latency,
-        profile.joules * corrections.power_ratio(profile.id),
+        profile.joules * corrections.power_ratio(profile.id) + overhead_j,
         corrections.idle_w(policy.idle_power_w),
     )
 
@@ -264,6 +278,17 @@ def _needs(
     """A floor above every variant means 'as accurate as possible': cap it at the best that keeps the SLO."""
     best = max((p.accuracy for p in predictions if p.p95_ms <= policy.latency_slo_ms), default=0.0)
     return Needs(min(requested, best), requested, policy.latency_slo_ms, budget, floor_left_s)
+
+
+def _bank_slack_w(policy: GovernorConfig, budget: Budget, battery: Battery) -> float:
+    """Hysteresis in energy: the running choice is kept while it would end the mission at most this many joules
+    below the plan (spread over the time left, in watts). A burst of extra draw is paid from the bank rather than
+    by a downgrade; the bank never reaches past half the reserve, so the cut-off stays out of reach."""
+    if budget.basis != "mission" or budget.remaining_s is None or budget.remaining_s <= 0:
+        return 0.0
+    share = policy.energy_hysteresis_pct / 100.0 * battery.capacity_wh if battery.capacity_wh is not None else 0.0
+    bank_wh = min(share, battery.reserve_wh(policy) / 2.0)
+    return bank_wh * 3600.0 / budget.remaining_s
 
 
 def _dwell_left(
@@ -327,14 +352,15 @@ def _best_in_stage(
     current_ok = (
         current is not None
         and _meets_needs(current, needs, relaxed)
-        and _fps_in_stage(policy, current, needs, relaxed, None) is not None
+        and _fps_in_stage(policy, current, needs, relaxed, None, needs.slack_w) is not None
     )  # the switch-up margin guards a variant that qualifies; it must never keep the stage from one that does
     options = []
     for p in predictions:
         if not _meets_needs(p, needs, relaxed):
             continue
         upgrade = current_ok and current is not None and p.id != current.id and p.joules > current.joules
-        fps = _fps_in_stage(policy, p, needs, relaxed, policy.switch_up_margin if upgrade else None)
+        slack = needs.slack_w if current is not None and p.id == current.id else 0.0
+        fps = _fps_in_stage(policy, p, needs, relaxed, policy.switch_up_margin if upgrade else None, slack)
         if fps is not None:
             options.append(Option(p, fps, relaxed))
     if not options:
@@ -376,12 +402,19 @@ def _borrow_for_floor(policy: GovernorConfig, predictions: list[Prediction], nee
 
 
 def _fps_in_stage(
-    policy: GovernorConfig, p: Prediction, needs: Needs, relaxed: frozenset[Relaxation], margin: float | None
+    policy: GovernorConfig,
+    p: Prediction,
+    needs: Needs,
+    relaxed: frozenset[Relaxation],
+    margin: float | None,
+    slack_w: float = 0.0,
 ) -> float | None:
-    """The fps `p` would run at in this stage, or None if it does not qualify. `margin`: a switch up."""
+    """The fps `p` would run at in this stage, or None if it does not qualify. `margin`: a switch up; `slack_w`:
+    the energy bank's allowance for the running variant."""
     watts = needs.budget.watts
     budget_binds = watts is not None and "budget" not in relaxed
     allowance = _with_margin(watts, p.idle_w, margin) if watts is not None and margin is not None else watts
+    allowance = allowance + slack_w if allowance is not None else None
     if "fps" not in relaxed:
         fits = not budget_binds or (allowance is not None and p.power_w(policy.fps_target) <= allowance)
         return policy.fps_target if policy.fps_target <= p.max_fps and fits else None
@@ -408,7 +441,7 @@ def _hold(policy: GovernorConfig, needs: Needs, current: Prediction) -> Option:
         relaxed = frozenset(order[:depth])
         if not _meets_needs(current, needs, relaxed):
             continue
-        held_fps = _fps_in_stage(policy, current, needs, relaxed, None)
+        held_fps = _fps_in_stage(policy, current, needs, relaxed, None, needs.slack_w)
         if held_fps is not None:
             return Option(current, held_fps, relaxed)
     return Option(current, max(min(policy.fps_min, current.max_fps), 1e-3), frozenset({*order, "latency"}))

@@ -96,7 +96,8 @@ def _step_tables(world: World, actions: list[tuple[int, float]]) -> tuple[np.nda
     joules = np.array([v.joules for v in world.variants])[variant][:, None]
     slow = np.array(world.latency_factor)[None, :]
     delivered = np.minimum(fps, 1000.0 / (p50 * slow))
-    power = world.scenario.device.idle_w + delivered * joules * np.array(world.energy_factor)[None, :]
+    per_frame = joules * np.array(world.energy_factor)[None, :] + world.overhead_j
+    power = world.scenario.device.idle_w + np.array(world.load_w)[None, :] + delivered * per_frame
     below_floor = accuracy < np.array(world.floor)[None, :] - 1e-12
     over_slo = p95 * slow > policy.latency_slo_ms
     score = accuracy * np.minimum(delivered / policy.fps_target, 1.0)

@@ -56,7 +56,8 @@ def _bars(report: SimulationReport) -> str:
     completes = "yes" if bars.completes_when_oracle_does else "NO"
     return (
         f"governor / oracle accuracy: {ratio} (bar ≥ {bars.accuracy_bar:g}: {met}); "
-        f"completes whenever the oracle does: {completes}"
+        f"completes whenever the oracle does, keeping the floor as long: {completes} "
+        f"(below floor {bars.governor_below_floor_min:.1f} min vs the oracle's {bars.oracle_below_floor_min:.1f})"
     )
 
 

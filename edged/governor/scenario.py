@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -53,6 +54,9 @@ class ScenarioZoo(_Strict):
 class DeviceSpec(_Strict):
     name: str = Field(min_length=1, description="the device the figures describe (or are scaled to)")
     idle_w: float = Field(ge=0, description="device power with the camera on and no inference")
+    frame_overhead_mj: float = Field(
+        0.0, ge=0, description="the pipeline's own energy per processed frame (decode, message, outbox, publish)"
+    )
 
 
 class BatterySpec(_Strict):
@@ -104,6 +108,36 @@ class HarvestPeriod(_Strict):
     watts: float = Field(ge=0)
 
 
+class LoadEvent(_Strict):
+    """Extra draw that does not depend on the variant (a gimbal, a radio, a heater, gusts on the motors' rail):
+    the device's power rises by it whatever runs, and the governor is not told; it sees it in the meter."""
+
+    from_min: float = Field(ge=0)
+    to_min: float = Field(gt=0)
+    watts: float = Field(ge=0, description="step: the draw; ramp: the draw reached at to_min; bursts: each burst's")
+    shape: Literal["step", "ramp", "bursts"] = Field("step", description="constant, rising linearly from 0, or on/off")
+    period_s: float = Field(60.0, gt=0, description="bursts: one burst starts every period_s")
+    duty: float = Field(0.3, gt=0, le=1, description="bursts: share of each period the burst lasts")
+    noise_w: float = Field(0.0, ge=0, description="std of the draw's step-to-step variation while on, in watts")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LoadEvent:
+        if self.to_min <= self.from_min:
+            raise ValueError(f"to_min ({self.to_min}) must be after from_min ({self.from_min})")
+        return self
+
+    def watts_at(self, t_s: float) -> float:
+        """The draw at `t_s` before noise (0 outside the event)."""
+        start, end = self.from_min * 60.0, self.to_min * 60.0
+        if not start <= t_s < end:
+            return 0.0
+        if self.shape == "ramp":
+            return self.watts * (t_s - start) / (end - start)
+        if self.shape == "bursts":
+            return self.watts if (t_s - start) % self.period_s < self.duty * self.period_s else 0.0
+        return self.watts
+
+
 class SimulationSpec(_Strict):
     step_s: float = Field(1.0, gt=0, le=600, description="simulation (and governor tick) step")
     oracle_step_s: float = Field(30.0, gt=0, description="the oracle decides once per this period")
@@ -131,6 +165,7 @@ class Scenario(_Strict):
     floors: list[FloorEvent] = Field(default_factory=list)
     slowdowns: list[Slowdown] = Field(default_factory=list)
     harvest: list[HarvestPeriod] = Field(default_factory=list)
+    loads: list[LoadEvent] = Field(default_factory=list, description="extra draw, whatever variant runs")
     zoo: ScenarioZoo
     governor: GovernorConfig = Field(description="the policy under test; fps and SLO apply to every policy")
     simulation: SimulationSpec = Field(default_factory=SimulationSpec)
@@ -140,6 +175,7 @@ class Scenario(_Strict):
         late = [f"floors at {e.at_min:g} min" for e in self.floors if e.at_min >= self.mission_min]
         late += [f"slowdown from {s.from_min:g} min" for s in self.slowdowns if s.from_min >= self.mission_min]
         late += [f"harvest from {h.from_min:g} min" for h in self.harvest if h.from_min >= self.mission_min]
+        late += [f"load from {x.from_min:g} min" for x in self.loads if x.from_min >= self.mission_min]
         if late:
             raise ValueError(f"after the mission ends ({self.mission_min:g} min): {', '.join(late)}")
         if self.governor.mission_end is not None and self.start_time is None:

@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, Field
 
 from edged.governor.config import mission_end_s
-from edged.governor.decision import GovernorInputs
+from edged.governor.decision import Decision, GovernorInputs
 from edged.governor.governor import Governor
 from edged.governor.oracle import OraclePlan, plan
 from edged.governor.profiles import VariantProfile
@@ -25,6 +25,7 @@ from edged.governor.scenario import LoadedScenario
 from edged.governor.world import World, build_world
 
 ACCURACY_BAR = 0.95  # DESIGN.md quality bar: the governor reaches 0.95 × the oracle's time-weighted accuracy
+FLOOR_TOLERANCE_MIN = 0.5  # the oracle decides per epoch, the governor per step: they may differ by this much
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class SimPolicy(Protocol):
 
     def reason(self) -> str | None: ...
 
+    def last_decision(self) -> Decision | None: ...
+
 
 # --- the policies -------------------------------------------------------------------------------------------------
 
@@ -66,6 +69,9 @@ class FixedPolicy:
         return self.variant, self.fps
 
     def reason(self) -> str | None:
+        return None
+
+    def last_decision(self) -> Decision | None:
         return None
 
 
@@ -87,6 +93,9 @@ class BatteryBandsPolicy:
     def reason(self) -> str | None:
         return None
 
+    def last_decision(self) -> Decision | None:
+        return None
+
 
 class GovernorPolicy:
     name = "governor"
@@ -95,6 +104,7 @@ class GovernorPolicy:
         scenario = world.scenario
         self.governor = Governor(scenario.governor, world.variants)
         self.index = {v.id: i for i, v in enumerate(world.variants)}
+        self.frame_overhead_mj = scenario.device.frame_overhead_mj  # the daemon measures its own
         start = dt.datetime.combine(dt.date(2000, 1, 1), scenario.start_time or dt.time(0, 0))
         self.mission_end_s = mission_end_s(scenario.governor, 0.0, start)
         knows = "knows the mission end" if self.mission_end_s is not None else "battery bands (mission end unknown)"
@@ -115,6 +125,7 @@ class GovernorPolicy:
                 floor_expires_s=seen.floor_expires_s,
                 charging=seen.charging,
                 mission_end_s=self.mission_end_s,
+                frame_overhead_mj=self.frame_overhead_mj,
             )
         )
         assert decision.variant is not None  # scenarios have at least one variant
@@ -122,6 +133,9 @@ class GovernorPolicy:
 
     def reason(self) -> str | None:
         return self.governor.last.reason if self.governor.last else None
+
+    def last_decision(self) -> Decision | None:
+        return self.governor.last
 
 
 class OraclePolicy:
@@ -143,6 +157,9 @@ class OraclePolicy:
         return self.choice
 
     def reason(self) -> str | None:
+        return None
+
+    def last_decision(self) -> Decision | None:
         return None
 
 
@@ -169,6 +186,16 @@ class SwitchEvent(BaseModel):
     reason: str | None = Field(description="the decision's own words (the governor's only)")
 
 
+class DecisionEntry(BaseModel):
+    """One entry of the decision log: written whenever the variant, the fps or the flags change."""
+
+    at_min: float
+    variant: str
+    fps: float
+    flags: list[str]
+    reason: str
+
+
 class PolicyResult(BaseModel):
     policy: str
     description: str
@@ -187,6 +214,9 @@ class PolicyResult(BaseModel):
     mean_fps: float = Field(description="frames processed per second, averaged over the mission")
     minutes_by_variant: dict[str, float]
     switch_log: list[SwitchEvent]
+    decision_log: list[DecisionEntry] = Field(
+        default_factory=list, description="the governor's decisions with their reasons, each time one changed"
+    )
 
 
 @dataclass
@@ -197,12 +227,14 @@ class Trace:
     battery_pct: list[float] = field(default_factory=list)
     accuracy: list[float] = field(default_factory=list)  # the running variant's mAP; 0 once failed
     floor: list[float] = field(default_factory=list)
+    fps: list[float] = field(default_factory=list)  # frames processed per second; 0 once failed
 
-    def record(self, t_s: float, battery_pct: float, accuracy: float, floor: float) -> None:
+    def record(self, t_s: float, battery_pct: float, accuracy: float, floor: float, fps: float) -> None:
         self.minutes.append(t_s / 60)
         self.battery_pct.append(battery_pct)
         self.accuracy.append(accuracy)
         self.floor.append(floor)
+        self.fps.append(fps)
 
 
 @dataclass(frozen=True)
@@ -220,6 +252,7 @@ class _Tally:
     frames: float = 0.0
     seconds_by_variant: dict[int, float] = field(default_factory=dict)
     switches: list[SwitchEvent] = field(default_factory=list)
+    decisions: list[DecisionEntry] = field(default_factory=list)
 
 
 Readings = tuple[float | None, float | None, str | None, float | None]  # power, latency, variant, fps
@@ -242,6 +275,7 @@ def run_policy(world: World, policy: SimPolicy) -> PolicyRun:
                 )
             )
         previous = variant
+        _log_decision(tally, t, policy.last_decision())
         power = world.true_power_w(variant, fps, k)
         after = min(world.capacity_wh, energy + (world.harvest_w[k] - power) * world.step_s / 3600.0)
         ran_s = world.step_s
@@ -250,12 +284,29 @@ def run_policy(world: World, policy: SimPolicy) -> PolicyRun:
             failed_at, after = t + ran_s, world.cutoff_wh
         _count(world, tally, k, variant, fps, ran_s, power)
         energy, lowest = after, min(lowest, after)
-        trace.record(t, 100.0 * energy / world.capacity_wh, world.variants[variant].accuracy, world.floor[k])
+        trace.record(
+            t,
+            100.0 * energy / world.capacity_wh,
+            world.variants[variant].accuracy,
+            world.floor[k],
+            world.delivered_fps(variant, fps, k),
+        )
         if failed_at is not None:
             _after_failure(world, k + 1, tally, trace, energy)
             break
         readings = _readings(world, k, variant, fps, power)
     return PolicyRun(_result(world, policy, tally, energy, lowest, failed_at), trace)
+
+
+def _log_decision(tally: _Tally, t_s: float, decision: Decision | None) -> None:
+    if decision is None or decision.variant is None:
+        return
+    last = tally.decisions[-1] if tally.decisions else None
+    if last is None or (last.variant, last.fps, last.flags) != (decision.variant, decision.fps, decision.flags):
+        entry = DecisionEntry(
+            at_min=t_s / 60, variant=decision.variant, fps=decision.fps, flags=decision.flags, reason=decision.reason
+        )
+        tally.decisions.append(entry)
 
 
 def _observation(world: World, k: int, energy: float, readings: Readings) -> Observation:
@@ -307,7 +358,7 @@ def _after_failure(world: World, first: int, tally: _Tally, trace: Trace, energy
     """Nothing runs after the battery gave out: no accuracy, and any floor in force is violated."""
     for k in range(first, world.steps):
         tally.floor_violation_s += world.step_s if world.floor[k] > 0 else 0.0
-        trace.record(world.times_s[k], 100.0 * energy / world.capacity_wh, 0.0, world.floor[k])
+        trace.record(world.times_s[k], 100.0 * energy / world.capacity_wh, 0.0, world.floor[k], 0.0)
 
 
 def _result(
@@ -329,6 +380,7 @@ def _result(
         mean_fps=tally.frames / world.mission_s,
         minutes_by_variant={world.variants[i].id: s / 60 for i, s in sorted(tally.seconds_by_variant.items())},
         switch_log=tally.switches,
+        decision_log=tally.decisions,
     )
 
 
@@ -339,7 +391,13 @@ class QualityBars(BaseModel):
     governor_vs_oracle: float | None
     accuracy_bar: float = ACCURACY_BAR
     accuracy_met: bool = Field(description="governor ≥ accuracy_bar × oracle time-weighted accuracy")
-    completes_when_oracle_does: bool
+    completes_when_oracle_does: bool = Field(
+        description="the governor completes whenever the oracle does, and is below the floor no longer than the "
+        "oracle (give or take floor_tolerance_min): completing by giving up the floor is not completing"
+    )
+    governor_below_floor_min: float
+    oracle_below_floor_min: float
+    floor_tolerance_min: float = FLOOR_TOLERANCE_MIN
     most_accurate_fails_where_governor_completes: bool
 
 
@@ -407,9 +465,13 @@ def _bars(results: list[PolicyResult]) -> QualityBars:
     by_name = {r.policy: r for r in results}
     governor, oracle, best = by_name["governor"], by_name["oracle"], by_name["always-most-accurate"]
     ratio = governor.vs_oracle
+    completes = governor.mission_completed or not oracle.mission_completed
+    keeps_floor = governor.floor_violation_min <= oracle.floor_violation_min + FLOOR_TOLERANCE_MIN
     return QualityBars(
         governor_vs_oracle=ratio,
         accuracy_met=ratio is not None and ratio >= ACCURACY_BAR,
-        completes_when_oracle_does=governor.mission_completed or not oracle.mission_completed,
+        completes_when_oracle_does=completes and keeps_floor,
+        governor_below_floor_min=governor.floor_violation_min,
+        oracle_below_floor_min=oracle.floor_violation_min,
         most_accurate_fails_where_governor_completes=governor.mission_completed and not best.mission_completed,
     )

@@ -27,6 +27,7 @@ class World:
     latency_factor: list[float]
     energy_factor: list[float]
     harvest_w: list[float]
+    load_w: list[float]  # extra draw of the scenario's loads, whatever variant runs
     meter_noise: list[float]  # standard normal draws, one per step
     latency_noise: list[float]
 
@@ -62,7 +63,13 @@ class World:
 
     def true_power_w(self, variant: int, fps: float, step: int) -> float:
         delivered = self.delivered_fps(variant, fps, step)
-        return self.scenario.device.idle_w + delivered * self.variants[variant].joules * self.energy_factor[step]
+        per_frame = self.variants[variant].joules * self.energy_factor[step] + self.overhead_j
+        return self.scenario.device.idle_w + self.load_w[step] + delivered * per_frame
+
+    @property
+    def overhead_j(self) -> float:
+        """The pipeline's own energy per processed frame (decode, message, outbox, publish)."""
+        return self.scenario.device.frame_overhead_mj / 1000.0
 
 
 def build_world(loaded: LoadedScenario) -> World:
@@ -85,7 +92,18 @@ def build_world(loaded: LoadedScenario) -> World:
         harvest_w=[sum(h.watts for h in scenario.harvest if _within(h, t)) for t in times],
         meter_noise=rng.standard_normal(steps).tolist(),
         latency_noise=rng.standard_normal(steps).tolist(),
+        load_w=_loads(scenario, times, rng),  # drawn last: scenarios without loads keep their noise
     )
+
+
+def _loads(scenario: Scenario, times: list[float], rng: np.random.Generator) -> list[float]:
+    total = np.zeros(len(times))
+    for load in scenario.loads:
+        draw = np.array([load.watts_at(t) for t in times])
+        if load.noise_w > 0:
+            draw = np.where(draw > 0, np.maximum(0.0, draw + load.noise_w * rng.standard_normal(len(times))), 0.0)
+        total += draw
+    return total.tolist()
 
 
 def _floors(scenario: Scenario, times: list[float]) -> list[tuple[float, float | None]]:
