@@ -1,10 +1,10 @@
-"""The pipeline's own figures: the recent frame rate is right below and above what its window holds."""
+"""The pipeline's own figures: the recent frame rate, and its per-frame overhead as the governor sees it."""
 
 from __future__ import annotations
 
 import pytest
 
-from edged.telemetry import FrameStats
+from edged.telemetry import FrameStats, PowerPeriod, governor_inputs
 
 
 @pytest.mark.parametrize("fps", [5.0, 30.0, 135.0, 600.0])
@@ -22,3 +22,16 @@ def test_recent_fps_is_zero_when_nothing_completed_lately() -> None:
     stats = FrameStats(window=500)
     stats.record("v", 0, latency_ms=1.0, inference_ms=1.0, done_at=100.0)
     assert stats.recent_fps(200.0) == 0.0
+
+
+def test_the_pipelines_own_time_per_frame_reaches_the_governor_as_energy() -> None:
+    stats = FrameStats()
+    for index, overhead_ms in enumerate([0.5, 0.7, 0.6]):
+        stats.record("v", index, latency_ms=10.0, inference_ms=8.0, done_at=float(index))
+        stats.record_overhead(overhead_ms)
+    period = stats.take_period(now=3.0)
+    assert period.overhead_median_ms == 0.6
+    inputs = governor_inputs(3.0, period, PowerPeriod(None, None, None), 0.0, None, None, busy_power_w=4.0)
+    assert inputs.frame_overhead_mj == pytest.approx(2.4)  # 0.6 ms at 4 W above idle
+    unknown = governor_inputs(3.0, stats.take_period(now=4.0), PowerPeriod(None, None, None), 0.0, None, None, 4.0)
+    assert unknown.frame_overhead_mj is None  # no frames, no figure: the governor adds nothing

@@ -119,9 +119,9 @@ class GovernorConfig(_Strict):
         0.5,
         ge=0,
         le=10,
-        description="with a mission end: energy (share of battery capacity, never more than half the reserve) the "
-        "running variant may fall behind the plan before the governor gives up accuracy or fps; a burst of extra "
-        "draw is paid from it and made back in calm air",
+        description="with a mission end: energy (share of battery capacity, at most half the reserve) the running "
+        "variant may fall behind the plan before the governor gives up accuracy or fps; a burst of extra draw is "
+        "paid from it and made back in calm air. Needs a reserve",
     )
     degradation_order: list[Relaxation] = Field(
         default_factory=lambda: list(DEFAULT_DEGRADATION),

@@ -90,9 +90,7 @@ class PowerModel:
 
     def drifted(self, seconds: float, ratio_per_s: float, base_per_s: float) -> PowerModel:
         gap = _clamp(seconds, 0.0, MAX_GAP_S)
-        return replace(
-            self, var_idle=self.var_idle + base_per_s * gap, var_ratio=self.var_ratio + ratio_per_s * gap
-        )
+        return replace(self, var_idle=self.var_idle + base_per_s * gap, var_ratio=self.var_ratio + ratio_per_s * gap)
 
     def updated(self, reading_w: float, inference_w: float, noise_var: float, fixed_w: float = 0.0) -> PowerModel:
         """Fold in one reading taken while `inference_w` (profile figures) and `fixed_w` (known per-frame
@@ -154,7 +152,11 @@ class Corrections:
             updated_at_s=now_s,
         )
         result = result._observe_latency(config, seen)._observe_power(config, seen)
-        if configured_idle_w is not None and result.power.idle_w is not None and result.power.idle_w < configured_idle_w:
+        if (
+            configured_idle_w is not None
+            and result.power.idle_w is not None
+            and result.power.idle_w < configured_idle_w
+        ):
             result = replace(result, power=replace(result.power, idle_w=configured_idle_w))
         return result._planned(config, gap)
 

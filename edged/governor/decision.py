@@ -29,6 +29,7 @@ Flag = Literal[
 ]
 Objective = Literal["accurate", "cheap"]
 FPS_STEP = 0.1  # fps is lowered in these steps, so that noise in the budget does not jitter it
+FPS_RISE_SHARE = 0.05  # ... and raised only by this share of the target at least (or straight to the target)
 
 
 class GovernorInputs(BaseModel):
@@ -191,6 +192,7 @@ def decide(
     option, preface = _choose_for_mode(policy, list(predictions.values()), needs, current)
 
     held_for = _dwell_left(policy, state, now, commands) if current is not None else 0.0
+    option = _steady_fps(policy, state, option)
     wanted = option
     if current is not None and option.prediction.id != current.id and held_for > 0:
         option = _hold(policy, needs, current)
@@ -282,8 +284,9 @@ def _needs(
 
 def _bank_slack_w(policy: GovernorConfig, budget: Budget, battery: Battery) -> float:
     """Hysteresis in energy: the running choice is kept while it would end the mission at most this many joules
-    below the plan (spread over the time left, in watts). A burst of extra draw is paid from the bank rather than
-    by a downgrade; the bank never reaches past half the reserve, so the cut-off stays out of reach."""
+    below the plan (spread over the time left, in watts). A burst of extra draw is paid from this bank rather than
+    by a downgrade, and made back in calm air; the bank is never more than half the reserve, so the cut-off stays
+    out of reach (no reserve, no bank)."""
     if budget.basis != "mission" or budget.remaining_s is None or budget.remaining_s <= 0:
         return 0.0
     share = policy.energy_hysteresis_pct / 100.0 * battery.capacity_wh if battery.capacity_wh is not None else 0.0
@@ -369,6 +372,17 @@ def _best_in_stage(
     if objective == "cheap" or (needs.budget.watts is not None and not budget_binds):
         return min(options, key=lambda o: (o.prediction.joules, -o.prediction.accuracy))
     return max(options, key=lambda o: (o.fps, o.prediction.accuracy, -o.prediction.joules))
+
+
+def _steady_fps(policy: GovernorConfig, state: GovernorState, option: Option) -> Option:
+    """The running variant's fps rises only by a visible step: a budget that wanders with the readings must not
+    move the frame rate up and down every tick. It falls as soon as the budget says so."""
+    if option.prediction.id != state.variant or state.fps is None:
+        return option
+    step = max(FPS_STEP, FPS_RISE_SHARE * policy.fps_target)
+    if state.fps < option.fps < min(state.fps + step, policy.fps_target):
+        return replace(option, fps=state.fps)
+    return option
 
 
 def _meets_needs(p: Prediction, needs: Needs, relaxed: frozenset[Relaxation]) -> bool:
