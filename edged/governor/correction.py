@@ -158,15 +158,15 @@ class Corrections:
             and result.power.idle_w < configured_idle_w
         ):
             result = replace(result, power=replace(result.power, idle_w=configured_idle_w))
-        return result._planned(config, gap)
+        return result._planned(config.load_horizon_s, gap)
 
-    def _planned(self, config: CorrectionConfig, gap: float) -> Corrections:
+    def _planned(self, horizon_s: float, gap: float) -> Corrections:
         base = self.power.idle_w
         if base is None:
             return self
-        if self.planning_base_w is None or config.load_horizon_s <= 0:
+        if self.planning_base_w is None or horizon_s <= 0:
             return replace(self, planning_base_w=base)
-        weight = 1.0 - math.exp(-_clamp(gap, 0.0, MAX_GAP_S) / config.load_horizon_s)
+        weight = 1.0 - math.exp(-_clamp(gap, 0.0, MAX_GAP_S) / horizon_s)
         return replace(self, planning_base_w=self.planning_base_w + weight * (base - self.planning_base_w))
 
     def _observe_latency(self, config: CorrectionConfig, seen: Measurement) -> Corrections:

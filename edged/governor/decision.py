@@ -336,7 +336,7 @@ def _choose(
         relaxed = frozenset(order[:depth])
         option = _best_in_stage(policy, predictions, needs, current, relaxed, objective)
         if option is None and depth == 0:
-            option = _borrow_for_floor(policy, predictions, needs)
+            option = _borrow_for_floor(policy, predictions, needs, current)
         if option is not None:
             return option
     fastest = min(predictions, key=lambda p: (p.p95_ms, p.joules))
@@ -389,7 +389,9 @@ def _meets_needs(p: Prediction, needs: Needs, relaxed: frozenset[Relaxation]) ->
     return p.p95_ms <= needs.slo_ms and ("floor" in relaxed or p.accuracy >= needs.floor)
 
 
-def _borrow_for_floor(policy: GovernorConfig, predictions: list[Prediction], needs: Needs) -> Option | None:
+def _borrow_for_floor(
+    policy: GovernorConfig, predictions: list[Prediction], needs: Needs, current: Prediction | None
+) -> Option | None:
     """A floor that expires is a passing need: pay for it from the rest of the mission if that stays feasible.
 
     Allowed power = what leaves enough energy to finish the mission on the cheapest variant once the floor ends.
@@ -407,7 +409,8 @@ def _borrow_for_floor(policy: GovernorConfig, predictions: list[Prediction], nee
         if p.accuracy >= needs.floor
         and p.p95_ms <= needs.slo_ms
         and policy.fps_target <= p.max_fps
-        and p.power_w(policy.fps_target) <= allowed
+        and p.power_w(policy.fps_target)
+        <= allowed + (needs.slack_w if current is not None and p.id == current.id else 0)
     ]
     if not meeting:
         return None
