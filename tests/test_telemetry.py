@@ -22,3 +22,19 @@ def test_recent_fps_is_zero_when_nothing_completed_lately() -> None:
     stats = FrameStats(window=500)
     stats.record("v", 0, latency_ms=1.0, inference_ms=1.0, done_at=100.0)
     assert stats.recent_fps(200.0) == 0.0
+
+
+def test_latency_histogram_counts_every_frame_since_start_with_inclusive_upper_bounds() -> None:
+    stats = FrameStats(window=3)  # the percentile window forgets; the histogram must not
+    latencies_ms = [0.4, 1.0, 1.01, 9.0, 10.0, 480.0, 2000.0]
+    for i, ms in enumerate(latencies_ms):
+        stats.record("v", i, latency_ms=ms, inference_ms=ms, done_at=float(i))
+    histogram = stats.latency_histogram()
+    per_bound = dict(zip([*histogram.bounds_s, float("inf")], histogram.counts))
+    assert per_bound[0.001] == 2  # 0.4 ms and exactly 1 ms: Prometheus' `le`
+    assert per_bound[0.0025] == 1
+    assert per_bound[0.01] == 2  # 9 ms and exactly 10 ms
+    assert per_bound[0.5] == 1
+    assert per_bound[float("inf")] == 1
+    assert histogram.count == len(latencies_ms) == stats.processed
+    assert histogram.sum_s == pytest.approx(sum(latencies_ms) / 1000)
