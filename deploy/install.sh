@@ -26,6 +26,7 @@ Installs edged as a systemd service:
   PREFIX/etc/edged/edged.yaml             the config, from deploy/configs/<NAME>.yaml (--config-template)
   PREFIX/etc/edged/edged.env              secrets for the config's ${VARS} (root-only), e.g. MQTT_PASSWORD=
   PREFIX/etc/systemd/system/edged.service the unit, ExecStart pointing at the venv above
+  PREFIX/etc/bash_completion.d/edged      bash tab completion (`edged completion bash`)
 and finally runs `edged config check` on the installed config.
 
 A config you have edited is never overwritten: a newer template goes to edged.yaml.dist beside it. The
@@ -146,6 +147,7 @@ readonly ENV_FILE="$ETC_DIR/edged.env"
 readonly RECORD="$ETC_DIR/.pristine.sha256"
 readonly UNIT="$root/etc/systemd/system/edged.service"
 readonly STATE_DIR="$root/var/lib/edged"
+readonly BASH_COMPLETION="$root/etc/bash_completion.d/edged"
 
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
@@ -281,8 +283,9 @@ install_python_env() {
 		# Build from a copy, so that pip's in-tree build leaves no root-owned build/ in the checkout.
 		local tree="$workdir/edged-source"
 		mkdir -p "$tree"
-		cp -- "$SOURCE_TREE/pyproject.toml" "$SOURCE_TREE/README.md" "$tree/"
-		(cd "$SOURCE_TREE" && tar --exclude=__pycache__ --exclude='*.pyc' -cf - edged) | tar -C "$tree" -xf -
+		cp -- "$SOURCE_TREE"/{pyproject.toml,setup.py,README.md,LICENSE,NOTICE} "$tree/"
+		# model_zoo/ also ships inside the package, as edged._zoo (setup.py)
+		(cd "$SOURCE_TREE" && tar --exclude=__pycache__ --exclude='*.pyc' -cf - edged model_zoo) | tar -C "$tree" -xf -
 		note "installing ${requirement/edged/$SOURCE_TREE} ${packages[*]}"
 		"$VENV/bin/python" -m pip install --upgrade "${requirement/edged/$tree}" "${packages[@]}"
 	fi
@@ -354,6 +357,18 @@ install_unit() {
 	if [[ -f $SOURCE_TREE/README.md ]]; then # the unit's Documentation=
 		cp -- "$SOURCE_TREE/README.md" "$OPT_DIR/README.md"
 	fi
+}
+
+install_completion() {
+	step "bash completion: $BASH_COMPLETION"
+	if ! "$(edged_program)" completion bash >"$workdir/completion"; then
+		warn "$(edged_program) has no 'completion' command (an older edged?): no tab completion installed"
+		return 0
+	fi
+	mkdir -p "$(dirname "$BASH_COMPLETION")"
+	cp -- "$workdir/completion" "$BASH_COMPLETION"
+	chmod 0644 "$BASH_COMPLETION"
+	note "installed (new shells complete edged's commands; zsh: edged completion zsh, see edged completion --help)"
 }
 
 ensure_users_and_groups() {
@@ -457,6 +472,7 @@ do_install() {
 	install_zoo
 	install_config
 	install_unit
+	install_completion
 
 	local config_ok=1
 	check_config || config_ok=0
@@ -531,6 +547,10 @@ do_uninstall() {
 	if [[ -e $OPT_DIR ]]; then
 		rm -rf -- "$OPT_DIR"
 		note "removed $OPT_DIR (the venv, the model zoo)"
+	fi
+	if [[ -e $BASH_COMPLETION ]]; then
+		rm -f -- "$BASH_COMPLETION"
+		note "removed $BASH_COMPLETION"
 	fi
 
 	if ((purge)); then

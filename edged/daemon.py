@@ -547,7 +547,15 @@ class Daemon:
         """Every tick, not every stats message: a scrape then reads figures at most a second old."""
         if self.metrics:
             outbox = (self.link.outbox_depth, self.link.outbox_dropped) if self.link else None
-            self.metrics.update(snapshot_now(self._state(), self._pipeline_stats(), outbox))
+            snapshot = snapshot_now(
+                self._state(),
+                self._pipeline_stats(),
+                outbox,
+                latency=self.frames.latency_histogram(),
+                energy_j=self.meter.inference_energy_j(),
+                switches=self.worker.switches,
+            )
+            self.metrics.update(snapshot)
 
     def _pipeline_stats(self) -> PipelineStats:
         p50, p95 = self.frames.latency_percentiles()

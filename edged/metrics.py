@@ -10,27 +10,33 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from edged import __version__
 from edged.config import MetricsConfig
 from edged.errors import EdgedError, MissingExtraError
 from edged.mqtt.messages import PipelineStats, StateMessage
+from edged.power.sample import Quality
+from edged.telemetry import LatencyHistogram
 
 NAMESPACE = "edged"
 
 
 @dataclass(frozen=True)
 class MetricsSnapshot:
-    """What one stats tick knew: the `state` message, the pipeline figures and the outbox (None without MQTT)."""
+    """What one stats tick knew: the `state` message, the pipeline figures and the outbox (None without MQTT), and
+    the totals since start that only Prometheus gets: every frame's latency, inference energy, variant switches."""
 
     state: StateMessage
     stats: PipelineStats
     outbox_depth: int | None
     outbox_dropped: int | None
     taken_at: float
+    latency: LatencyHistogram | None = None
+    energy_j: Mapping[Quality, float] = field(default_factory=dict)
+    switches: int | None = None
 
 
 class MetricsExporter:
@@ -46,7 +52,7 @@ class MetricsExporter:
 
     def start(self) -> None:
         try:
-            from prometheus_client import start_http_server
+            from prometheus_client import ProcessCollector, start_http_server
             from prometheus_client.registry import CollectorRegistry
         except ImportError:
             raise MissingExtraError(
@@ -54,6 +60,7 @@ class MetricsExporter:
             ) from None
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_SnapshotCollector(self))
+        ProcessCollector(registry=registry)  # process_resident_memory_bytes, cpu, fds: RSS over months is watched
         try:
             self._server, thread = start_http_server(self.config.port, self.config.host, registry=registry)
         except OSError as exc:
@@ -102,7 +109,7 @@ class _SnapshotCollector:
 
 
 def _families(snapshot: MetricsSnapshot, variants: tuple[str, ...], gauge: Any) -> Iterator[Any]:
-    from prometheus_client.core import CounterMetricFamily
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
     state, stats = snapshot.state, snapshot.stats
 
@@ -120,13 +127,18 @@ def _families(snapshot: MetricsSnapshot, variants: tuple[str, ...], gauge: Any) 
         "frames_dropped", "frames the source queue dropped (oldest first) since start", stats.frames_dropped
     )
     yield from single("fps", "frames processed per second, recent", stats.fps)
-    latency = gauge(
-        f"{NAMESPACE}_frame_latency_seconds", "end-to-end frame latency, recent window", labels=["quantile"]
-    )
-    for quantile, ms in (("0.5", stats.latency_p50_ms), ("0.95", stats.latency_p95_ms)):
-        if ms is not None:
-            latency.add_metric([quantile], ms / 1000.0)
-    yield latency
+    if snapshot.latency is not None:
+        yield _latency_histogram(snapshot.latency, HistogramMetricFamily)
+    if snapshot.energy_j:
+        energy = CounterMetricFamily(
+            f"{NAMESPACE}_energy_joules",
+            "energy the power meter attributed to inference since start, by how it was obtained",
+            labels=["quality"],
+        )
+        for quality, joules in sorted(snapshot.energy_j.items()):
+            energy.add_metric([quality], joules)
+        yield energy
+    yield from counter("variant_switches", "times the running variant changed since start", snapshot.switches)
     active = gauge(f"{NAMESPACE}_variant_active", "1 for the variant running now", labels=["variant"])
     quarantined = gauge(
         f"{NAMESPACE}_variant_quarantined", "1 for a variant that failed and is skipped", labels=["variant"]
@@ -152,6 +164,19 @@ def _families(snapshot: MetricsSnapshot, variants: tuple[str, ...], gauge: Any) 
     yield from counter("outbox_dropped", "oldest messages dropped because the outbox was full", snapshot.outbox_dropped)
 
 
+def _latency_histogram(histogram: LatencyHistogram, family: Any) -> Any:
+    buckets, cumulative = [], 0
+    for bound, count in zip([*map(str, histogram.bounds_s), "+Inf"], histogram.counts):
+        cumulative += count
+        buckets.append((bound, cumulative))
+    return family(
+        f"{NAMESPACE}_frame_latency_seconds",
+        "time per frame in the detector (pre-processing, inference, decoding, NMS), every frame since start",
+        buckets=buckets,
+        sum_value=histogram.sum_s,
+    )
+
+
 def _ratio(percent: float | None) -> float | None:
     return None if percent is None else percent / 100.0
 
@@ -160,6 +185,9 @@ def snapshot_now(
     state: StateMessage,
     stats: PipelineStats,
     outbox: tuple[int, int] | None,
+    latency: LatencyHistogram | None = None,
+    energy_j: Mapping[Quality, float] | None = None,
+    switches: int | None = None,
 ) -> MetricsSnapshot:
     return MetricsSnapshot(
         state=state,
@@ -167,4 +195,7 @@ def snapshot_now(
         outbox_depth=outbox[0] if outbox else None,
         outbox_dropped=outbox[1] if outbox else None,
         taken_at=time.time(),
+        latency=latency,
+        energy_j=energy_j or {},
+        switches=switches,
     )

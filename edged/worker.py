@@ -141,6 +141,7 @@ class InferenceWorker:
         self._paused = threading.Event()
         self._quarantined: dict[str, str] = {}  # variant -> why; written under the lock
         self.frames_done = 0
+        self.switches = 0  # times the active variant changed (a request or a quarantine), since start
         self._thread = threading.Thread(target=self._run, name="edged-inference", daemon=True)
         self._loader = threading.Thread(target=self._load_loop, name="edged-loader", daemon=True)
 
@@ -258,6 +259,7 @@ class InferenceWorker:
                 return
             previous, self._active = self._active, target
             self._loaded.move_to_end(target)
+            self.switches += 1
         self._on_event(WorkerEvent("switched", target, f"from {previous}"))
 
     def _quarantine(self, variant: str, reason: str) -> None:
@@ -269,6 +271,8 @@ class InferenceWorker:
             if was_active:
                 self._active = next(reversed(self._loaded), None)  # the most recently used standby
             fallback = self._active
+            if was_active and fallback:
+                self.switches += 1
         if detector is not None:
             _close([detector])
         self._on_event(WorkerEvent("quarantined", variant, reason))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -43,12 +44,23 @@ def write_manifest(directory: Path, text: str) -> Path:
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """A Prometheus scrape of 127.0.0.1:port, parsed by prometheus_client's own parser: (name, labels) -> value."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
+        for family in scrape_families(port).values()
         for sample in family.samples
     }
+
+
+def scrape_value(families: dict[str, Metric], name: str) -> float:
+    """The value of a family that has one sample (a counter's `_total`, a gauge)."""
+    (value,) = [s.value for s in families[name].samples if not s.name.endswith("_created")]
+    return value
+
+
+def scrape_families(port: int) -> dict[str, Metric]:
+    """The same scrape as metric families (name without suffix -> family, with its type), as a server reads it."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {family.name: family for family in text_string_to_metric_families(text)}
 
 
 class NotifySocket:

@@ -20,7 +20,7 @@ import yaml
 
 from edged.config import EdgedConfig
 from edged.daemon import Daemon
-from tests.helpers import scrape
+from tests.helpers import scrape, scrape_families, scrape_value
 from tests.mqtt.conftest import Recorder, assert_in_order_without_gaps, wait_until
 from tests.mqtt_broker import Mosquitto, TcpRelay
 
@@ -486,6 +486,47 @@ def test_the_metrics_endpoint_serves_the_running_pipeline(profiled_zoo, broker, 
     assert samples[("edged_frames_processed_total", ())] == processed
     assert waiting >= 5 and samples[("edged_outbox_depth", ())] == waiting
     assert samples[("edged_outbox_dropped_total", ())] == 0
+
+
+def test_metrics_count_every_frame_in_a_latency_histogram_and_every_switch_and_the_inference_energy(
+    profiled_zoo, broker, recorder, tmp_path
+):
+    source = {"realtime": True, "loop": True}
+    pinned = {"mode": "pinned", "pinned_variant": "fastestdet-352"}
+    power = {"sources": [{"type": "simulated", "capacity_wh": 5.0, "idle_w": 2.0}]}
+    metrics = {"enabled": True, "port": 0}
+    run = Running(
+        config_dict(profiled_zoo, broker, tmp_path, source=source, governor=pinned, power=power, metrics=metrics)
+    )
+    try:
+        wait_until(lambda: len(detections(recorder)) >= 10, 30, "detections")
+        for target in ("nanodet-m-320", "fastestdet-352"):  # two switches, by command
+            recorder.client.publish(f"edged/{DEVICE}/set/variant", target, qos=1)
+            wait_until(lambda: detections(recorder)[-1]["variant"] == target, 20, f"frames from {target}")  # noqa: B023
+        recorder.client.publish(f"edged/{DEVICE}/set/paused", "true", qos=1)
+        wait_until(lambda: run.daemon.controls.paused, 10, "the pause")
+        processed = -1
+        while processed != run.daemon.frames.processed:
+            processed = run.daemon.frames.processed
+            time.sleep(1.5)  # longer than a tick: the snapshot has caught up with the last frame
+        assert run.daemon.metrics is not None
+        families = scrape_families(run.daemon.metrics.port)
+    finally:
+        run.stop()
+
+    latency = families["edged_frame_latency_seconds"]
+    assert latency.type == "histogram"
+    buckets = [(s.labels["le"], s.value) for s in latency.samples if s.name.endswith("_bucket")]
+    counts = [count for _, count in buckets]
+    assert counts == sorted(counts) and buckets[-1][0] == "+Inf"
+    totals = {s.name.removeprefix("edged_frame_latency_seconds"): s.value for s in latency.samples}
+    assert totals["_count"] == counts[-1] == processed == scrape_value(families, "edged_frames_processed")
+    assert 0 < totals["_sum"] / totals["_count"] < 0.5, "a mean detector time a 2-core machine can have"
+    assert families["edged_variant_switches"].type == "counter"
+    assert scrape_value(families, "edged_variant_switches") == 2
+    energy = {s.labels["quality"]: s.value for s in families["edged_energy_joules"].samples}
+    assert set(energy) == {"simulated"} and energy["simulated"] > 0
+    assert scrape_value(families, "process_resident_memory_bytes") > 50e6
 
 
 def test_a_metrics_port_in_use_is_a_fault_on_state_and_the_frames_keep_flowing(

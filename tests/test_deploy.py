@@ -147,6 +147,11 @@ def test_install_into_a_prefix_writes_unit_config_and_secrets_and_never_touches_
     else:
         assert "no model_zoo/zoo.yaml yet" in output and not (prefix / "opt/edged/model_zoo").exists()
 
+    completion = (prefix / "etc/bash_completion.d/edged").read_text()
+    assert (
+        "_shtab_edged_subparsers=(run detect" in completion and mode_of(prefix / "etc/bash_completion.d/edged") == 0o644
+    )
+
     assert installer.shim_calls() == [], "a prefix install must not touch users, groups or systemd"
     assert "A real install would run:" in output
     for planned in ("groupadd --system i2c", "useradd --system", "systemctl daemon-reload", "systemctl enable edged"):
@@ -172,6 +177,7 @@ def test_reinstall_keeps_an_edited_config_and_uninstall_leaves_it(tmp_path: Path
     output = installer.run("--prefix", str(prefix), "--uninstall")
     assert not (prefix / "etc/systemd/system/edged.service").exists()
     assert not (prefix / "opt/edged").exists()
+    assert not (prefix / "etc/bash_completion.d/edged").exists()
     assert config.read_text() == edited and not dist.exists()
     assert not (prefix / "etc/edged/edged.env").exists(), "the unedited secrets template is removed"
     assert f"kept {config}: you edited it" in output

@@ -35,3 +35,19 @@ def test_the_pipelines_own_time_per_frame_reaches_the_governor_as_energy() -> No
     assert inputs.frame_overhead_mj == pytest.approx(2.4)  # 0.6 ms at 4 W above idle
     unknown = governor_inputs(3.0, stats.take_period(now=4.0), PowerPeriod(None, None, None), 0.0, None, None, 4.0)
     assert unknown.frame_overhead_mj is None  # no frames, no figure: the governor adds nothing
+
+
+def test_latency_histogram_counts_every_frame_since_start_with_inclusive_upper_bounds() -> None:
+    stats = FrameStats(window=3)  # the percentile window forgets; the histogram must not
+    latencies_ms = [0.4, 1.0, 1.01, 9.0, 10.0, 480.0, 2000.0]
+    for i, ms in enumerate(latencies_ms):
+        stats.record("v", i, latency_ms=ms, inference_ms=ms, done_at=float(i))
+    histogram = stats.latency_histogram()
+    per_bound = dict(zip([*histogram.bounds_s, float("inf")], histogram.counts))
+    assert per_bound[0.001] == 2  # 0.4 ms and exactly 1 ms: Prometheus' `le`
+    assert per_bound[0.0025] == 1
+    assert per_bound[0.01] == 2  # 9 ms and exactly 10 ms
+    assert per_bound[0.5] == 1
+    assert per_bound[float("inf")] == 1
+    assert histogram.count == len(latencies_ms) == stats.processed
+    assert histogram.sum_s == pytest.approx(sum(latencies_ms) / 1000)

@@ -61,6 +61,7 @@ def test_switches_happen_between_frames_and_drop_nothing(coco_zoo):
     changes = [i for i in range(1, 100) if variants[i] != variants[i - 1]]
     assert len(changes) == 2 and variants[0] == variants[-1] == "fastestdet-352"
     assert [e.variant for e in run.events if e.kind == "switched"] == ["nanodet-m-320", "fastestdet-352"]
+    assert run.worker.switches == 2
 
 
 def test_variant_that_fails_to_load_is_quarantined_and_the_stream_continues(coco_zoo):
@@ -75,6 +76,7 @@ def test_variant_that_fails_to_load_is_quarantined_and_the_stream_continues(coco
     run.finish()
     assert [r.index for r in run.results] == list(range(100))
     assert {r.variant for r in run.results} == {"fastestdet-352"}
+    assert run.worker.switches == 0
     assert "not a loadable ONNX model" in run.worker.quarantined["broken"]
     run.worker.request("broken")  # a quarantined variant is not retried
     assert run.worker.active_variant == "fastestdet-352"
@@ -125,6 +127,7 @@ def test_variant_that_fails_at_run_time_falls_back_without_losing_the_frame(coco
     assert variants.count("nanodet-m-320") == 5 and variants[-1] == "fastestdet-352"
     assert "RUNTIME_EXCEPTION" in run.worker.quarantined["nanodet-m-320"]
     assert [e.kind for e in run.events].count("quarantined") == 1
+    assert run.worker.switches == 2, "to the failing variant, and back to the standby when it was quarantined"
 
 
 def test_paused_worker_processes_nothing_until_resumed(coco_zoo):

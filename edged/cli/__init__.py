@@ -13,13 +13,13 @@ import sys
 from collections.abc import Sequence
 
 from edged import __version__
-from edged.cli import config, detect, governor, power, run, watch, zoo
+from edged.cli import completion, config, detect, governor, power, run, watch, zoo
 from edged.errors import ConfigError, EdgedError
 
 # TFLite's C++ logging would otherwise print an INFO line per interpreter on stderr.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-COMMAND_GROUPS = [run, detect, watch, zoo, governor, power, config]
+COMMAND_GROUPS = [run, detect, watch, zoo, governor, power, config, completion]
 
 EPILOG = """examples:
   edged run                          the demo: shipped zoo, bundled clip, simulated battery, MQTT on :1883
@@ -30,6 +30,7 @@ EPILOG = """examples:
   edged zoo list --zoo model_zoo
   edged zoo eval --data ../shared/data/coco-val-dev --zoo deploy/zoos/coco-reference
   edged config check /etc/edged/edged.yaml
+  source <(edged completion bash)    tab completion in this shell
 
 Exit status: 0 ok, 1 a problem with the input (printed), 2 bad usage, 70 a thread of `edged run` died of an
 unexpected error (logged with its traceback; systemd restarts the service)."""

@@ -1,8 +1,9 @@
 """The embedded demo: what `edged run` does without a config.
 
-The shipped model zoo on the bundled clip (looped, at its own 10 fps), a simulated battery (every power figure it
-produces says `simulated`), a 10-minute mission the governor must stretch the battery over, and MQTT on
-localhost:1883 — a broker already running there, or else one started in-process (the `[demo]` extra).
+The shipped model zoo on the bundled clip (10 fps, looped in real time, processed at the fps target: 5), a
+simulated battery (every power figure it produces says `simulated`), a 10-minute mission the governor must stretch
+the battery over, and MQTT on localhost:1883 — a broker already running there, or else one started in-process (the
+`[demo]` extra).
 """
 
 from __future__ import annotations

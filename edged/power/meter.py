@@ -108,6 +108,7 @@ class EnergyMeter:
         self._powerless_source: str | None = None
         self._last_variant: str | None = None
         self._skipped = 0
+        self._spent_j: dict[Quality, float] = {}  # energy attributed to inference since start; never reset
 
     # --- inference windows ------------------------------------------------------------------------------------------
 
@@ -203,6 +204,8 @@ class EnergyMeter:
             energy, attribution = max(0.0, interval.energy_j - idle_w * (duration - busy)), "idle_subtracted"
         else:
             energy, attribution = interval.energy_j * busy / duration, "uniform"
+        quality = self._interval_quality(attribution)
+        self._spent_j[quality] = self._spent_j.get(quality, 0.0) + energy
         for window, overlap in overlaps:
             self._shares.append(
                 _Share(
@@ -215,6 +218,12 @@ class EnergyMeter:
                     from_counter=interval.from_counter,
                 )
             )
+
+    def _interval_quality(self, attribution: Attribution) -> Quality:
+        """One interval's share of `_judge`: measured only from a measured source whose readings resolve inference."""
+        if self._quality in ("simulated", "estimated"):
+            return self._quality
+        return "measured" if attribution == "resolved" else "estimated"
 
     def _forget_before(self, now: float) -> None:
         cutoff = now - self.config.horizon_s
@@ -235,6 +244,11 @@ class EnergyMeter:
     def idle_power_w(self) -> float | None:
         with self._lock:
             return self._idle_power_w()
+
+    def inference_energy_j(self) -> dict[Quality, float]:
+        """Energy attributed to inference since start, J, by how it was obtained: a counter's figures."""
+        with self._lock:
+            return dict(self._spent_j)
 
     def energy_per_inference_mj(self, variant: str | None = None) -> EnergyPerInference:
         """For `variant` (default: the one that ran last), over the last `horizon_s`."""

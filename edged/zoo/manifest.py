@@ -8,6 +8,7 @@ the line.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -387,10 +388,19 @@ def sha256_of(path: Path) -> str:
 
 
 def default_zoo_path() -> Path:
-    """$EDGED_ZOO, else ./model_zoo, else the model_zoo of the checkout this package runs from."""
+    """$EDGED_ZOO, else ./model_zoo, else the demo family shipped with edged."""
     if os.environ.get("EDGED_ZOO"):
         return Path(os.environ["EDGED_ZOO"])
     local = Path("model_zoo")
     if (local / MANIFEST_NAME).exists():
         return local
-    return Path(__file__).resolve().parents[2] / "model_zoo"
+    return shipped_zoo_path()
+
+
+def shipped_zoo_path() -> Path:
+    """The demo family: the package `edged._zoo`, which is model_zoo/ installed as package data in a wheel and the
+    checkout's model_zoo/ in an editable install (setup.py maps one onto the other). Found, not imported."""
+    spec = importlib.util.find_spec("edged._zoo")
+    if spec is None or not spec.submodule_search_locations:  # a source tree on PYTHONPATH, not installed
+        return Path(__file__).resolve().parents[2] / "model_zoo"
+    return Path(next(iter(spec.submodule_search_locations)))

@@ -83,7 +83,7 @@ class AssumedPowerMeter:
         seconds = time.perf_counter() - start
         method = (
             f"estimated: inference wall time x assumed active power {self.power_w:g} W "
-            "(no power meter on this device; --assumed-power-w sets the assumption)"
+            "(no power meter on this device; `edged zoo profile --assumed-power-w` sets the assumption)"
         )
         return EnergyWindow(seconds * self.power_w, seconds, "estimated", method)
 

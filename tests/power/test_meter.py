@@ -138,6 +138,21 @@ def test_a_new_source_starts_a_new_measurement(meter: EnergyMeter, rig: Rig, clo
     assert result.inferences == pytest.approx(10.0, rel=REL)
 
 
+def test_inference_energy_accumulates_across_sources_by_quality(meter: EnergyMeter, rig: Rig, clock: FakeClock) -> None:
+    rig.run(1.0, back_to_back(1.0, 0.1), busy_w=10.0)  # resolved by a measured counter: 10 J
+    rig.run(3.0, one_per_interval(3.0, 0.05), idle_w=2.0, busy_w=12.0)  # sparse: estimated, 6 x 0.15 J (uniform)
+    simulated = Rig(meter, clock, source="simulated", quality="simulated")
+    simulated.sample(power_w=4.0, counter=False)
+    simulated.run(1.0, back_to_back(1.0, 0.1), idle_w=4.0, busy_w=4.0, counter=False)  # a new source: 4 J
+    spent = meter.inference_energy_j()
+    assert spent["measured"] == pytest.approx(10.0, rel=REL)
+    assert spent["estimated"] == pytest.approx(0.9, rel=REL)
+    assert spent["simulated"] == pytest.approx(4.0, rel=REL)
+    assert meter.energy_per_inference_mj().source == "simulated", (
+        "the per-inference figure restarted; the total did not"
+    )
+
+
 def test_counter_going_backwards_is_skipped_never_a_negative_energy(meter: EnergyMeter, rig: Rig) -> None:
     rig.run(1.0, back_to_back(1.0, 0.1), busy_w=10.0)
     rig.energy_j -= 50.0  # a counter reset between two reads
