@@ -137,7 +137,7 @@ class Tracker:
         events.extend(self._expire(seen, at))
         return FrameTracks(ids, events, self._changed_counts())
 
-    def finish(self, at: float) -> FrameTracks:
+    def finish(self) -> FrameTracks:
         """The stream ends (the daemon stops): every counted track ends now and the counts go to zero."""
         events = [self._end(track) for track in self._tracks if track.counted]
         self._tracks = []
