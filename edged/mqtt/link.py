@@ -345,13 +345,14 @@ class MqttLink:
                 client.publish(self.topics.availability, AVAILABILITY_ONLINE, qos=1, retain=True)
                 if self._latest_state is not None:
                     client.publish(self.topics.state, self._latest_state, qos=1, retain=True)
-                for topic, payload in self._latest_counts.items():
-                    client.publish(topic, payload, qos=0, retain=True)
             self._publish_discovery()
             filters = [(self.topics.commands, 1)]
             if self.topics.home_assistant_status:
                 filters.append((self.topics.home_assistant_status, 1))
             self._subscribed_mid = client.subscribe(filters)[1]
+            with self._connection_lock:  # after the SUBSCRIBE: a zoo's 80 labels must not hold back the commands
+                for topic, payload in self._latest_counts.items():
+                    client.publish(topic, payload, qos=0, retain=True)
             self._events.put(_WAKE)
             self._note_connected()
         except Exception:
