@@ -477,17 +477,18 @@ class Daemon:
     def _publish_tracks(
         self, tracks: FrameTracks | None, result: FrameResult, frame: int, ending: bool = False
     ) -> None:
-        """After the frame's detections: its events (durable, in order), then the counts that changed."""
+        """After the frame's detections: the counts that changed (retained, never stored), then the events (durable,
+        in order with the detections; a full disk loses them with their frame)."""
         if tracks is None or self.link is None:
             return
         self._last_result = (result, frame)
+        self._publish_counts({result.labels[c]: n for c, n in tracks.counts.items()}, None if ending else frame)
         for event in tracks.events:
             self.link.publish_event(
                 EventMessage.from_event(
                     self.config.mqtt.device_id, result.source, frame, result.timestamp, event, result.labels
                 )
             )
-        self._publish_counts({result.labels[c]: n for c, n in tracks.counts.items()}, None if ending else frame)
 
     def _publish_counts(self, counts: dict[str, int], frame: int | None) -> None:
         if self.link is None:
