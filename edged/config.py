@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from edged.governor.config import GovernorConfig
 from edged.power.config import PowerConfig
+from edged.tracking.config import TrackingConfig
 from edged.vision.engines.base import EngineOptions
 from edged.vision.postprocess import PostprocessOptions
 from edged.yamlfile import Problem, load_yaml
@@ -133,6 +134,7 @@ class EdgedConfig(_Section):
     zoo: ZooConfig = Field(default_factory=ZooConfig)
     engine: EngineOptions = Field(default_factory=EngineOptions)
     detection: PostprocessOptions = Field(default_factory=PostprocessOptions)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     governor: GovernorConfig = Field(default_factory=GovernorConfig)
     power: PowerConfig = Field(default_factory=PowerConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)

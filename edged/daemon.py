@@ -2,7 +2,8 @@
 
 Threads and what each owns:
   source     FrameProducer: reads the camera/file/stream into the FrameQueue (drop-oldest)
-  inference  InferenceWorker: the detectors; publishes each FrameResult into the MQTT outbox
+  inference  InferenceWorker: the detectors; the Tracker (ids, events, counts); publishes each FrameResult and its
+             events into the MQTT outbox (the main thread ends the tracks once the worker has stopped)
   power      PowerSampler: readings -> PowerWindow and the EnergyMeter
   mqtt       MqttLink: outbox sender, paho network loop, command thread (commands -> the control queue)
   main       the control loop: every tick, measurements -> Governor -> variant and fps; commands; signals;
@@ -46,6 +47,8 @@ from edged.mqtt.messages import (
     DecisionMessage,
     DecisionSummary,
     DetectionsMessage,
+    EventMessage,
+    ObjectCountMessage,
     PipelineStats,
     PowerMessage,
     StateMessage,
@@ -56,6 +59,7 @@ from edged.sdnotify import Notifier, watchdog_interval_s
 from edged.sources import FrameProducer, FrameQueue, SourceStatus
 from edged.telemetry import FrameStats, PowerWindow, governor_inputs
 from edged.threads import EXIT_THREAD_DIED, ThreadDeath, ThreadWatch
+from edged.tracking import FrameTracks, Tracker
 from edged.vision.detector import Detector
 from edged.worker import MALLOC_ARENAS, FrameResult, InferenceWorker, WorkerEvent, limit_malloc_arenas
 from edged.zoo.manifest import Zoo, load_zoo
@@ -117,7 +121,16 @@ class Daemon:
         self.worker = InferenceWorker(
             self._open_detector, self.queue, self._on_result, self._on_worker_event, meter=self.meter
         )
-        self.link = MqttLink(config.mqtt, self._on_command) if config.mqtt.enabled else None
+        self.labels = self._zoo_labels()
+        self.link = (
+            MqttLink(config.mqtt, self._on_command, labels=self.labels, variants=[v.id for v in self.zoo.variants])
+            if config.mqtt.enabled
+            else None
+        )
+        # ids go on after the last one committed to the outbox, so a restart never gives an id out twice
+        first_track = (self.link.last_published_track_id or 0) + 1 if self.link else 1
+        self.tracker = Tracker(config.tracking, first_track) if config.tracking.enabled else None
+        self._last_result: tuple[FrameResult, int] | None = None  # (result, frame number): where tracks end at stop
         self.metrics = (
             MetricsExporter(config.metrics, config.mqtt.device_id, [v.id for v in self.zoo.variants])
             if config.metrics.enabled
@@ -150,6 +163,8 @@ class Daemon:
         )
         self.worker.start(first)
         self.power.start()
+        if self.tracker:  # every label at 0 first: a count retained from an earlier run is not true any more
+            self._publish_counts(dict.fromkeys(self.labels, 0), None)
         if self.link:
             self.link.start()
         self._start_metrics()
@@ -168,6 +183,7 @@ class Daemon:
         self.producer.stop()
         self.queue.close()
         self.worker.stop()
+        self._end_tracks()
         self.power.stop()
         self.frame_counter.save(self.frames.last_index + 1, clean=True)
         if self.link:
@@ -429,23 +445,26 @@ class Daemon:
         if isinstance(simulated, SimulatedBattery):
             profile = self._profile_of(result.variant)
             simulated.record_inference(profile.energy_mj if profile else None)
+        frame = self.frame_counter.base + result.index
+        tracks = self._track(result)
         message = DetectionsMessage(
             device=self.config.mqtt.device_id,
             source=result.source,
-            frame=self.frame_counter.base + result.index,
+            frame=frame,
             captured_at=result.timestamp,
             variant=result.variant,
             latency_ms=round(found.latency_ms, 2),
             energy_mj=self._energy_mj.get(result.variant),
             width=found.width,
             height=found.height,
-            objects=found.objects(result.labels),
+            objects=found.objects(result.labels, tracks.track_ids if tracks else None),
         )
         if self.link is None:
             print(message.model_dump_json(by_alias=True), flush=True)
             return
         try:
             self.link.publish_detections(message)
+            self._publish_tracks(tracks, result, frame)
         except OutboxError as exc:  # disk full: this frame is lost, counted and reported; inference goes on
             self._unstored += 1
             if not self._has_fault("outbox"):
@@ -459,6 +478,49 @@ class Daemon:
             self._set_fault("outbox", None)
             self._state_changed.set()
             self._wake.set()
+
+    def _track(self, result: FrameResult) -> FrameTracks | None:
+        """Inference thread (the tracker's owner): this frame's track ids, events and count changes."""
+        if self.tracker is None:
+            return None
+        found = result.detections
+        return self.tracker.update(found.normalised_boxes(), found.scores, found.class_ids, result.timestamp)
+
+    def _publish_tracks(
+        self, tracks: FrameTracks | None, result: FrameResult, frame: int, ending: bool = False
+    ) -> None:
+        """After the frame's detections: the counts that changed (retained, never stored), then the events (durable,
+        in order with the detections; a full disk loses them with their frame)."""
+        if tracks is None or self.link is None:
+            return
+        self._last_result = (result, frame)
+        self._publish_counts({result.labels[c]: n for c, n in tracks.counts.items()}, None if ending else frame)
+        for event in tracks.events:
+            self.link.publish_event(
+                EventMessage.from_event(
+                    self.config.mqtt.device_id, result.source, frame, result.timestamp, event, result.labels
+                )
+            )
+
+    def _publish_counts(self, counts: dict[str, int], frame: int | None) -> None:
+        if self.link is None:
+            return
+        for label, count in counts.items():
+            self.link.publish_count(
+                ObjectCountMessage(
+                    device=self.config.mqtt.device_id, label=label, count=count, frame=frame, at=time.time()
+                )
+            )
+
+    def _end_tracks(self) -> None:
+        """At stop, once the inference thread is done: every counted track ends (`end`), every count goes to 0."""
+        if self.tracker is None or self._last_result is None:
+            return
+        result, frame = self._last_result
+        try:
+            self._publish_tracks(self.tracker.finish(), result, frame, ending=True)
+        except OutboxError as exc:
+            log.error("the tracks' end events could not be stored: %s", exc)
 
     def _on_worker_event(self, event: WorkerEvent) -> None:
         if event.kind == "source_finished":
@@ -621,6 +683,13 @@ class Daemon:
         except EdgedError as exc:
             log.warning("governor off: %s", exc)
             return [], None
+
+    def _zoo_labels(self) -> list[str]:
+        """Every label any variant of the zoo reports, in the zoo's order (one count and occupancy entity each)."""
+        labels: dict[str, None] = {}
+        for variant in self.zoo.variants:
+            labels.update(dict.fromkeys(self.zoo.labels_of(variant)))
+        return list(labels)
 
     def _profile_of(self, variant: str) -> VariantProfile | None:
         return next((p for p in self.profiles if p.id == variant), None)

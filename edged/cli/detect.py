@@ -15,7 +15,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="one-shot detection on an image, a folder or a video",
         description="Run one variant over an image, every image in a folder, or every frame of a video. "
         "Prints one line per frame; with --json one JSON object per line (keys: frame, source, variant, "
-        "latency_ms, width, height, objects[label, class_id, score, box=[x1,y1,x2,y2] normalised 0..1]).",
+        "latency_ms, width, height, objects[label, class_id, score, box=[x1,y1,x2,y2] normalised 0..1, "
+        "track_id=null]).",
     )
     p.add_argument("source", type=Path, help="image file, folder of images, or video file")
     add_zoo_arg(p)

@@ -7,17 +7,21 @@ Uses HA's abbreviated keys (`dev`, `o`, `cmps`, `stat_t`, ...). `stopped` and `o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, get_args
 
 from edged import __version__
 from edged.governor.config import GovernorMode
-from edged.mqtt.topics import Topics
+from edged.mqtt.topics import Topics, label_segment
 
 _AVAILABILITY_TEMPLATE = "{{ 'online' if value == 'online' else 'offline' }}"
 
 
-def discovery_config(topics: Topics, device_name: str | None = None) -> dict[str, Any]:
-    """The device discovery payload for one edged device."""
+def discovery_config(
+    topics: Topics, device_name: str | None = None, labels: Sequence[str] = (), variants: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The device discovery payload for one edged device: with the zoo's `labels`, a count sensor and an occupancy
+    binary sensor per label; with its `variants`, the variant is a select that pins the chosen one."""
     uid = topics.discovery_object_id
     return {
         "dev": {
@@ -31,14 +35,14 @@ def discovery_config(topics: Topics, device_name: str | None = None) -> dict[str
         "avty_t": topics.availability,
         "avty_tpl": _AVAILABILITY_TEMPLATE,
         "qos": 1,
-        "cmps": _components(topics, uid),
+        "cmps": {**_components(topics, uid, variants), **_object_components(topics, uid, labels)},
     }
 
 
-def _components(topics: Topics, uid: str) -> dict[str, dict[str, Any]]:
+def _components(topics: Topics, uid: str, variants: Sequence[str]) -> dict[str, dict[str, Any]]:
     state, stats = topics.state, topics.stats
     return {
-        f"{uid}_variant": _sensor(uid, "variant", "Variant", state, "{{ value_json.variant }}", icon="mdi:brain"),
+        f"{uid}_variant": _variant(topics, uid, variants),
         f"{uid}_fps": _sensor(
             uid, "fps", "Frame rate", stats, "{{ value_json.fps | round(2) }}", unit="fps", state_class="measurement"
         ),
@@ -117,6 +121,35 @@ def _components(topics: Topics, uid: str) -> dict[str, dict[str, Any]]:
             "icon": "mdi:pause",
         },
     }
+
+
+def _variant(topics: Topics, uid: str, variants: Sequence[str]) -> dict[str, Any]:
+    """The active variant; a select when the variants are known: choosing one pins it (set/variant)."""
+    sensor = _sensor(uid, "variant", "Variant", topics.state, "{{ value_json.variant }}", icon="mdi:brain")
+    if not variants:
+        return sensor
+    return {**sensor, "p": "select", "cmd_t": topics.command("variant"), "ops": list(variants)}
+
+
+def _object_components(topics: Topics, uid: str, labels: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per label: how many are tracked now (objects/<label>), and whether any is (occupancy)."""
+    components: dict[str, dict[str, Any]] = {}
+    for label in labels:
+        key, topic = label_segment(label), topics.object_count(label)
+        components[f"{uid}_{key}_count"] = _sensor(
+            uid, f"{key}_count", f"{label} count", topic, "{{ value_json.count }}", state_class="measurement"
+        )
+        components[f"{uid}_{key}_occupancy"] = {
+            "p": "binary_sensor",
+            "name": f"{label} occupancy",
+            "uniq_id": f"{uid}_{key}_occupancy",
+            "stat_t": topic,
+            "val_tpl": "{{ 'ON' if value_json.count > 0 else 'OFF' }}",
+            "pl_on": "ON",
+            "pl_off": "OFF",
+            "dev_cla": "occupancy",
+        }
+    return components
 
 
 def _sensor(

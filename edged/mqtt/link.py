@@ -3,7 +3,9 @@
     link = MqttLink(config.mqtt, on_command=apply_command)  # opens the outbox (raises OutboxError)
     link.start()                                            # connects in the background; never blocks
     link.publish_detections(DetectionsMessage(...))         # durable on return; sent when the broker is there
+    link.publish_event(EventMessage(...))                   # durable too, in order with the detections
     link.publish_state(StateMessage(...))                   # retained; re-published on every reconnect
+    link.publish_count(ObjectCountMessage(...))             # retained per label; re-published on every reconnect
     link.stop()                                             # flush (bounded), `stopped`, disconnect
 
 Threads. paho's network thread runs the callbacks and never waits on anything else. A *sender* thread feeds stored
@@ -13,15 +15,15 @@ daemon's `on_command` handler, so a slow handler never stalls the network; the h
 (typically it puts the command on the daemon's queue). The publish_* methods are safe from any thread and do no
 network I/O.
 
-Delivery guarantees (detections and governor decisions):
+Delivery guarantees (detections, track events and governor decisions):
 - Every message is committed to the outbox before `publish_*` returns, and leaves only when acknowledged.
 - The broker receives them in outbox order. After a reconnect, paho first re-sends what was in flight (DUP) and
   only then does the sender continue; after a restart (even kill -9) the outbox replays from its oldest message.
 - At-least-once: a subscriber may see a message twice after a reconnect or restart (a suffix of what it already
   had, re-sent in order) but never a gap. Detections carry a monotonic `frame`: drop any frame <= the last seen.
 - Past `outbox_max_messages` the oldest waiting messages are dropped; the count is in `stats.outbox_dropped`.
-Retained messages (availability, state, discovery) bypass the outbox: only the latest matters, and it is
-re-published on every connect. `power` and `stats` are published only while connected (cumulative counters).
+Retained messages (availability, state, object counts, discovery) bypass the outbox: only the latest matters, and it
+is re-published on every connect. `power` and `stats` are published only while connected (cumulative counters).
 
 Availability: `online` on connect, `stopped` on stop(clean=True), `offline` as the last will (kill -9, power cut,
 network loss) and on stop(clean=False). A broker that is away is logged once per outage, not once per message;
@@ -38,7 +40,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +66,8 @@ from edged.mqtt.messages import (
     CommandResult,
     DecisionMessage,
     DetectionsMessage,
+    EventMessage,
+    ObjectCountMessage,
     PipelineStats,
     PowerMessage,
     StateMessage,
@@ -82,6 +86,7 @@ COMMAND_QUEUE_SIZE = 64
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 60
 LAST_FRAME = "last_frame"  # the outbox counter that holds the newest frame number committed
+LAST_TRACK = "last_track_id"  # and the highest track id committed (ids go on from it after a restart)
 
 
 class MqttError(EdgedError):
@@ -117,12 +122,15 @@ class MqttLink:
         *,
         window: int = DEFAULT_WINDOW,
         device_name: str | None = None,
+        labels: Sequence[str] = (),
+        variants: Sequence[str] = (),
     ) -> None:
         self.config = config
         self.topics = Topics(config.topic_prefix, config.device_id, config.discovery_prefix)
         self._on_command = on_command
         self._window = window
         self._device_name = device_name
+        self._discovered = (list(labels), list(variants))  # Home Assistant entities per label; the variant select
         self._max_command_bytes: int = config.max_command_bytes
         self._protocol = _protocol(config)
         self._client = self._make_client()  # first: a TLS error must not leave the outbox locked
@@ -137,6 +145,8 @@ class MqttLink:
         self._connection_count = 0
         self._subscribed_mid: int | None = -1  # the pending SUBSCRIBE's mid; None once acknowledged
         self._latest_state: bytes | None = None
+        self._latest_counts: dict[str, bytes] = {}  # topic -> the latest count of that label
+        self._last_track_id = self._outbox.counter(LAST_TRACK) or 0
         self._receive_maximum = window
         self._outage_since: float | None = None
         self._started = False
@@ -226,12 +236,36 @@ class MqttLink:
     def publish_detections(self, message: DetectionsMessage) -> None:
         """One frame's detections: durable when this returns; delivered at least once, in order."""
         counters = {LAST_FRAME: message.frame}
+        track_ids = [o.track_id for o in message.objects if o.track_id is not None]
+        if track_ids and max(track_ids) > self._last_track_id:
+            self._last_track_id = counters[LAST_TRACK] = max(track_ids)
         self._enqueue(self.topics.detections, message.to_json(), self.config.detections_qos, counters)
 
     @property
     def last_published_frame(self) -> int | None:
         """The highest frame number ever committed to the outbox (exact after a kill -9; None before the first)."""
         return self._outbox.counter(LAST_FRAME)
+
+    @property
+    def last_published_track_id(self) -> int | None:
+        """The highest track id ever committed to the outbox with its detections (None before the first)."""
+        return self._outbox.counter(LAST_TRACK)
+
+    def publish_event(self, message: EventMessage) -> None:
+        """One track event: durable when this returns; delivered at least once, in order with the detections."""
+        self._enqueue(self.topics.events, message.to_json(), 1)
+
+    def publish_count(self, message: ObjectCountMessage) -> None:
+        """Retained per label; the latest of each is re-published on every reconnect.
+
+        QoS 0, as Frigate's counts: only the latest value matters, and a QoS 0 publish is lost only with its
+        connection, after which every latest count goes out again. QoS 1 would spend one unacknowledged slot per
+        label at each connect, past a broker's Receive Maximum for a zoo of 80 labels."""
+        topic, payload = self.topics.object_count(message.label), message.to_json()
+        with self._connection_lock:
+            self._latest_counts[topic] = payload
+            if self._connected:
+                self._client.publish(topic, payload, qos=0, retain=True)
 
     def publish_decision(self, message: DecisionMessage) -> None:
         """One governor switch: durable when this returns; delivered at least once, in order."""
@@ -316,6 +350,9 @@ class MqttLink:
             if self.topics.home_assistant_status:
                 filters.append((self.topics.home_assistant_status, 1))
             self._subscribed_mid = client.subscribe(filters)[1]
+            with self._connection_lock:  # after the SUBSCRIBE: a zoo's 80 labels must not hold back the commands
+                for topic, payload in self._latest_counts.items():
+                    client.publish(topic, payload, qos=0, retain=True)
             self._events.put(_WAKE)
             self._note_connected()
         except Exception:
@@ -361,7 +398,7 @@ class MqttLink:
     def _publish_discovery(self) -> None:
         topic = self.topics.discovery
         if topic is not None:
-            payload = discovery_config(self.topics, self._device_name)
+            payload = discovery_config(self.topics, self._device_name, *self._discovered)
             self._client.publish(topic, _json_bytes(payload), qos=1, retain=True)
 
     def _note_outage(self, why: str) -> None:

@@ -5,9 +5,10 @@ Every message carries `schema` (which model, which version) and `device`, so a s
 `edged/mqtt/schemas/` are generated from these models (`python -m edged.mqtt.schemas`), never written by hand.
 Timestamps are Unix seconds (float). `availability` is a plain string (`online` / `stopped` / `offline`), not JSON.
 
-Delivery (see `edged.mqtt.link`): detections and decisions go through the durable outbox (at-least-once, in order);
-state is retained and re-published on every reconnect; power and stats are periodic snapshots published while
-connected (their counters — `energy_j`, the outbox and frame counts — are cumulative, so a gap loses no total).
+Delivery (see `edged.mqtt.link`): detections, track events and decisions go through the durable outbox (at-least-once,
+in order); state and the object counts are retained and re-published on every reconnect; power and stats are periodic
+snapshots published while connected (their counters — `energy_j`, the outbox and frame counts — are cumulative, so a
+gap loses no total).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edged.governor.config import GovernorMode
-from edged.vision.types import DetectedObject
+from edged.vision.types import DetectedObject, Unit
 
 if TYPE_CHECKING:
     from edged.governor.decision import Decision
     from edged.power.sample import PowerSample
+    from edged.tracking import TrackEvent, TrackState
 
 PowerQuality = Literal["measured", "estimated", "simulated"]
 Availability = Literal["online", "stopped", "offline"]
@@ -60,6 +62,83 @@ class DetectionsMessage(Message):
     width: int = Field(gt=0, description="image width in pixels")
     height: int = Field(gt=0, description="image height in pixels")
     objects: list[DetectedObject]
+
+
+class TrackedObject(BaseModel):
+    """One tracked object as an event shows it (Frigate's `before` / `after`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    track_id: int = Field(ge=1, description="as on the object in `detections`")
+    label: str
+    class_id: int = Field(ge=0)
+    score: float = Field(ge=0, le=1, description="of its latest detection")
+    top_score: float = Field(ge=0, le=1, description="the best score it has had")
+    box: tuple[Unit, Unit, Unit, Unit] = Field(description="its latest box: x1, y1, x2, y2, 0..1 of the image")
+    start_time: float = Field(description="first seen, Unix seconds (capture time)")
+    last_seen: float = Field(description="latest frame it was detected in, Unix seconds (capture time)")
+    frames: int = Field(ge=1, description="frames it was detected in")
+    end_time: float | None = Field(None, description="when it was last seen, once it has ended; null while it lasts")
+
+    @classmethod
+    def from_state(cls, state: TrackState, labels: list[str]) -> TrackedObject:
+        """From the tracker's state (whose box is already normalised)."""
+        x1, y1, x2, y2 = (round(v, 5) for v in state.box)
+        return cls(
+            track_id=state.track_id,
+            label=labels[state.class_id],
+            class_id=state.class_id,
+            score=round(state.score, 4),
+            top_score=round(state.top_score, 4),
+            box=(x1, y1, x2, y2),
+            start_time=state.start_time,
+            last_seen=state.last_seen,
+            frames=state.frames,
+            end_time=state.end_time,
+        )
+
+
+class EventMessage(Message):
+    """`<base>/events`: a tracked object appeared (`new`, once it has been seen in `tracking.min_hits` frames), is
+    still there (`update`, at most every `tracking.update_interval_s`) or is gone (`end`, after
+    `tracking.max_age_s` unseen, or when the daemon stops)."""
+
+    schema_id: Literal["edged/event/v1"] = Field("edged/event/v1", alias="schema")
+    type: Literal["new", "update", "end"]
+    source: str = Field(description="as in `detections`")
+    frame: int = Field(ge=0, description="the frame that caused the event (for `end`: the frame it was given up at)")
+    at: float = Field(description="capture time of that frame, Unix seconds")
+    before: TrackedObject | None = Field(description="the object as its previous event showed it; null for `new`")
+    after: TrackedObject
+
+    @classmethod
+    def from_event(
+        cls, device: str, source: str, frame: int, at: float, event: TrackEvent, labels: list[str]
+    ) -> EventMessage:
+        before = TrackedObject.from_state(event.before, labels) if event.before is not None else None
+        return cls(
+            device=device,
+            type=event.kind,
+            source=source,
+            frame=frame,
+            at=at,
+            before=before,
+            after=TrackedObject.from_state(event.after, labels),
+        )
+
+
+class ObjectCountMessage(Message):
+    """`<base>/objects/<label>` (retained): how many objects of the label are being tracked now, published when it
+    changes. An object counts from its `new` event to its `end` event."""
+
+    schema_id: Literal["edged/object-count/v1"] = Field("edged/object-count/v1", alias="schema")
+    label: str
+    count: int = Field(ge=0)
+    frame: int | None = Field(
+        description="the frame after which the count holds; null for the zeros published when the daemon starts "
+        "and stops"
+    )
+    at: float = Field(description="Unix seconds")
 
 
 class DecisionSummary(BaseModel):

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 COMMAND_SEGMENT = "set"
 RESULT_SUFFIX = "result"
+
+
+def label_segment(label: str) -> str:
+    """A label as one topic level and entity id: what is not a letter, digit, `-` or `_` becomes `_`
+    (`traffic light` -> `traffic_light`; `/`, `+` and `#` would break the topic tree)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", label) or "_"
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,14 @@ class Topics:
     @property
     def detections(self) -> str:
         return f"{self.base}/detections"
+
+    @property
+    def events(self) -> str:
+        return f"{self.base}/events"
+
+    def object_count(self, label: str) -> str:
+        """`<base>/objects/<label>`: the retained count of one label (see `label_segment` for odd labels)."""
+        return f"{self.base}/objects/{label_segment(label)}"
 
     @property
     def state(self) -> str:

@@ -1,7 +1,8 @@
 """What `edged watch` prints: one readable line per message (or one JSON line). Pure: no client here.
 
-Readable output shows every detection (frame, variant, latency, objects), every decision and command result,
-availability, and `state` only when something in it changed (its `at` aside).
+Readable output shows every detection (frame, variant, latency, objects with their track ids), every track event,
+object count, decision and command result, availability, and `state` only when something in it changed (its `at`
+aside).
 """
 
 from __future__ import annotations
@@ -98,6 +99,10 @@ class Describer:
                 return f"{message.device} {_detections(document)}"
             if kind == "state":
                 return self._state(message.device, document)
+            if kind == "events":
+                return f"{message.device} event: {_event(document)}"
+            if kind.startswith("objects/"):
+                return f"{message.device} {document['label']} count {document['count']}"
             if kind == "governor/decision":
                 return f"{message.device} decision: {_decision(document)}"
             if kind == "power":
@@ -120,13 +125,25 @@ class Describer:
 
 def _detections(d: dict[str, Any]) -> str:
     objects = sorted(d["objects"], key=lambda o: -o["score"])
-    shown = ", ".join(f"{o['label']} {o['score']:.2f}" for o in objects[:MAX_OBJECTS_SHOWN])
+    shown = ", ".join(f"{o['label']}{_track(o)} {o['score']:.2f}" for o in objects[:MAX_OBJECTS_SHOWN])
     more = f" +{len(objects) - MAX_OBJECTS_SHOWN} more" if len(objects) > MAX_OBJECTS_SHOWN else ""
     energy = f" {d['energy_mj']:.1f} mJ" if d.get("energy_mj") is not None else ""
     found = f"{len(objects)} object{'s' if len(objects) != 1 else ''}"
     return (
         f"#{d['frame']} {d['variant']} {d['latency_ms']:.1f} ms{energy}  {found}{': ' if objects else ''}{shown}{more}"
     )
+
+
+def _track(o: dict[str, Any]) -> str:
+    return f" #{o['track_id']}" if o.get("track_id") is not None else ""
+
+
+def _event(d: dict[str, Any]) -> str:
+    after = d["after"]
+    seen = f"top {after['top_score']:.2f}, {after['frames']} frames"
+    if d["type"] == "end":
+        seen += f", {after['end_time'] - after['start_time']:.1f} s"
+    return f"{d['type']} {after['label']} #{after['track_id']} at frame {d['frame']} ({seen})"
 
 
 def _state(d: dict[str, Any]) -> str:

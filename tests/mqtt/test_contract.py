@@ -163,3 +163,23 @@ def test_decision_messages_are_built_from_the_governors_decision() -> None:
     )
     assert document["inputs"]["budget_basis"] == "band" and document["at"] == 1_700_000_000.0
     jsonschema.validate(document, schemas.load("decision"))
+
+
+def test_discovery_has_a_count_and_an_occupancy_per_label_and_a_variant_select() -> None:
+    config = discovery_config(Topics("edged", "cam1"), labels=["person", "traffic light"], variants=["a", "b"])
+    cmps = config["cmps"]
+    count, occupancy = cmps["edged_cam1_traffic_light_count"], cmps["edged_cam1_traffic_light_occupancy"]
+    assert (count["p"], count["stat_t"], count["val_tpl"]) == (
+        "sensor",
+        "edged/cam1/objects/traffic_light",
+        "{{ value_json.count }}",
+    )
+    assert (occupancy["p"], occupancy["dev_cla"], occupancy["stat_t"]) == (
+        "binary_sensor",
+        "occupancy",
+        "edged/cam1/objects/traffic_light",
+    )
+    assert cmps["edged_cam1_person_count"]["name"] == "person count"
+    variant = cmps["edged_cam1_variant"]
+    assert (variant["p"], variant["cmd_t"], variant["ops"]) == ("select", "edged/cam1/set/variant", ["a", "b"])
+    assert len({c["uniq_id"] for c in cmps.values()}) == len(cmps) == 9 + 2 * 2

@@ -9,7 +9,15 @@ import pytest
 
 from edged.mqtt import schemas
 from edged.mqtt.commands import Command, CommandRejected, SetAccuracyFloor, SetPaused
-from edged.mqtt.messages import DecisionInputs, DecisionMessage, PipelineStats, PowerMessage
+from edged.mqtt.messages import (
+    DecisionInputs,
+    DecisionMessage,
+    EventMessage,
+    ObjectCountMessage,
+    PipelineStats,
+    PowerMessage,
+    TrackedObject,
+)
 from tests.mqtt.conftest import (
     DEVICE,
     Links,
@@ -245,3 +253,36 @@ def test_a_full_outbox_drops_the_oldest_and_reports_it_in_stats(
     link.publish_stats(PipelineStats(fps=5.0))
     stats = recorder.wait_for(f"{BASE}/stats")[0].json()
     assert (stats["outbox_depth"], stats["outbox_dropped"]) == (0, 50)
+
+
+def test_counts_are_retained_and_republished_after_a_broker_restart_and_events_wait_in_the_outbox(
+    broker: Mosquitto, tmp_path: Path, links: Links, recorders: list[Recorder]
+) -> None:
+    def count(label: str, value: int, frame: int) -> ObjectCountMessage:
+        return ObjectCountMessage(device=DEVICE, label=label, count=value, frame=frame, at=1.0)
+
+    def event(kind: str, frame: int) -> EventMessage:
+        seen = TrackedObject(
+            track_id=7, label="person", class_id=0, score=0.8, top_score=0.9, box=(0.1, 0.2, 0.3, 0.4),
+            start_time=1.0, last_seen=1.0 + frame, frames=frame,
+        )  # fmt: skip
+        return EventMessage(device=DEVICE, type=kind, source="cam", frame=frame, at=1.0, before=None, after=seen)
+
+    link = links.start(link_config(broker, tmp_path))
+    link.publish_count(count("person", 2, 1))
+    link.publish_count(count("traffic light", 1, 1))
+    broker.stop()  # no persistence: the broker forgets every retained message
+    wait_until(lambda: not link.connected, what="the link to notice")
+    link.publish_count(count("person", 3, 2))  # while away: only the latest counts
+    link.publish_event(event("new", 3))
+    assert link.outbox_depth == 1, "an event waits in the outbox, as detections do"
+    broker.start()
+    wait_until(lambda: link.accepting_commands and link.outbox_depth == 0, what="the link to reconnect and send")
+    recorders.append(late := Recorder(broker, f"{BASE}/objects/#", client_id="late"))
+    current = {m.topic: m for m in late.wait_for(f"{BASE}/objects/person")}
+    current.update({m.topic: m for m in late.wait_for(f"{BASE}/objects/traffic_light")})
+    assert all(m.retain for m in current.values())
+    assert current[f"{BASE}/objects/person"].json()["count"] == 3
+    assert current[f"{BASE}/objects/traffic_light"].json()["label"] == "traffic light"
+    for message in current.values():
+        jsonschema.validate(message.json(), schemas.load("object-count"))

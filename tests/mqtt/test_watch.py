@@ -10,7 +10,7 @@ import pytest
 
 from edged.cli import main
 from edged.errors import EdgedError
-from edged.mqtt.messages import DecisionInputs, DecisionMessage
+from edged.mqtt.messages import DecisionInputs, DecisionMessage, EventMessage, ObjectCountMessage, TrackedObject
 from edged.mqtt.watch import Describer, parse_broker_url, split_topic
 from tests.mqtt.conftest import DEVICE, Links, detection, link_config, state, wait_until
 from tests.mqtt_broker import Mosquitto
@@ -25,6 +25,25 @@ def describe(describer: Describer, kind: str, payload: bytes) -> str | None:
 def test_a_detection_is_one_line_with_frame_variant_latency_and_objects() -> None:
     line = describe(Describer(), "detections", detection(42).to_json())
     assert line == "cam1 #42 yolox-nano-416 12.5 ms  1 object: person 0.90"
+
+
+def test_track_ids_events_and_counts_are_readable() -> None:
+    message = detection(7)
+    tracked = message.model_copy(update={"objects": [message.objects[0].model_copy(update={"track_id": 12})]})
+    assert (
+        describe(Describer(), "detections", tracked.to_json())
+        == "cam1 #7 yolox-nano-416 12.5 ms  1 object: person #12 0.90"
+    )
+    seen = TrackedObject(
+        track_id=12, label="person", class_id=0, score=0.8, top_score=0.91, box=(0.1, 0.2, 0.3, 0.4),
+        start_time=100.0, last_seen=108.3, frames=80, end_time=108.3,
+    )  # fmt: skip
+    end = EventMessage(device=DEVICE, type="end", source="cam", frame=93, at=110.0, before=seen, after=seen)
+    assert describe(Describer(), "events", end.to_json()) == (
+        "cam1 event: end person #12 at frame 93 (top 0.91, 80 frames, 8.3 s)"
+    )
+    count = ObjectCountMessage(device=DEVICE, label="person", count=3, frame=93, at=110.0)
+    assert describe(Describer(), "objects/person", count.to_json()) == "cam1 person count 3"
 
 
 def test_state_is_shown_only_when_it_changes() -> None:

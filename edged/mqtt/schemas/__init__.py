@@ -16,6 +16,8 @@ from edged.mqtt.messages import (
     CommandResult,
     DecisionMessage,
     DetectionsMessage,
+    EventMessage,
+    ObjectCountMessage,
     PowerMessage,
     StateMessage,
     StatsMessage,
@@ -30,6 +32,8 @@ MESSAGE_MODELS: dict[str, type[BaseModel]] = {
     "power": PowerMessage,
     "stats": StatsMessage,
     "command-result": CommandResult,
+    "event": EventMessage,
+    "object-count": ObjectCountMessage,
 }
 
 
