@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edged.governor.bank import EnergyBank, bank_cap_j, set_aside, spending_phase_s
 from edged.governor.budget import Battery, Budget, BudgetBasis, power_budget
 from edged.governor.config import GovernorConfig, GovernorMode, Relaxation
 from edged.governor.correction import Corrections, EnergyEstimate, Measurement, MeterCalibration, finite
@@ -98,6 +99,7 @@ class GovernorState:
     meter: MeterCalibration = field(default_factory=MeterCalibration)
     energy: EnergyEstimate = field(default_factory=EnergyEstimate)
     commands: tuple[float, str, str | None] | None = None
+    bank: EnergyBank = field(default_factory=EnergyBank)
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,10 @@ class Needs:
     slo_ms: float
     budget: Budget
     floor_left_s: float | None = None  # a temporary floor: how long it still lasts
-    slack_w: float = 0.0  # the energy bank's hysteresis, as watts over the time left: the running choice keeps it
+    slack_w: float = 0.0  # the reserve's hysteresis, as watts over the time left: the running choice keeps it
+    bank_j: float = 0.0  # surplus banked to spend on a costlier variant for a while (edged.governor.bank)
+    dwell_s: float = 1.0  # the running variant keeps the bank while it lasts a dwell ...
+    phase_s: float = 1.0  # ... and a costlier one is started on it when it lasts this long
 
 
 @dataclass(frozen=True)
@@ -170,7 +175,12 @@ def decide(
         charging,
     )
     battery = gauge.with_energy(energy.wh)
-    budget = power_budget(policy, battery, now, inputs.mission_end_s, state.band)
+    raw_budget = power_budget(policy, battery, now, inputs.mission_end_s, state.band)
+    cap_j = bank_cap_j(raw_budget)
+    since = now - state.last_tick_s if state.last_tick_s is not None else 0.0
+    spent = power * meter.scale if power is not None else None
+    bank = state.bank.settled(set_aside(raw_budget, state.bank).watts, spent, since, cap_j)
+    budget = set_aside(raw_budget, bank)
     requested = _requested_floor(policy, inputs)
     commands = (requested, policy.mode, policy.pinned_variant)
     next_state = replace(
@@ -181,13 +191,20 @@ def decide(
         meter=meter,
         energy=energy,
         commands=commands,
+        bank=bank,
     )
     if not variants:
         return _no_variants(policy, state, now, requested, budget, battery), replace(next_state, variant=None)
 
     predictions = {v.id: _predict(v, corrections, policy, _overhead_j(inputs)) for v in variants}
     needs = _needs(policy, predictions.values(), requested, budget, _floor_left(inputs, now, requested))
-    needs = replace(needs, slack_w=_bank_slack_w(policy, budget, battery))
+    needs = replace(
+        needs,
+        slack_w=_bank_slack_w(policy, budget, battery),
+        bank_j=bank.joules,
+        dwell_s=max(policy.min_dwell_s, 1.0),
+        phase_s=spending_phase_s(policy, budget),
+    )
     current = predictions.get(state.variant) if state.variant is not None else None
     option, preface = _choose_for_mode(policy, list(predictions.values()), needs, current)
 
@@ -362,8 +379,11 @@ def _best_in_stage(
         if not _meets_needs(p, needs, relaxed):
             continue
         upgrade = current_ok and current is not None and p.id != current.id and p.joules > current.joules
-        slack = needs.slack_w if current is not None and p.id == current.id else 0.0
+        running = current is not None and p.id == current.id
+        slack = needs.slack_w + needs.bank_j / needs.dwell_s if running else 0.0
         fps = _fps_in_stage(policy, p, needs, relaxed, policy.switch_up_margin if upgrade else None, slack)
+        if fps is None and upgrade and needs.bank_j > 0:  # spend the bank on it, for a phase at least
+            fps = _fps_in_stage(policy, p, needs, relaxed, None, needs.bank_j / needs.phase_s)
         if fps is not None:
             options.append(Option(p, fps, relaxed))
     if not options:

@@ -4,6 +4,7 @@ bank and the pipeline's per-frame overhead."""
 from __future__ import annotations
 
 import math
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edged.governor import Governor, GovernorInputs, GovernorState, decide
+from edged.governor.bank import MAX_TICK_S, EnergyBank, bank_cap_j, set_aside
+from edged.governor.budget import Budget
 from edged.governor.correction import POWER_RATIO_LIMITS, RATIO_LIMITS
 from edged.governor.scenario import LoadEvent, load_scenario
 from edged.governor.simulate import simulate
@@ -55,10 +58,10 @@ START_WH = 0.21 * CAPACITY_WH + 1200 * 4.9 / 3600
 def test_a_short_burst_is_paid_from_the_energy_bank_not_by_a_downgrade():
     governor = Governor(policy(reserve_pct=21, switch_up_margin=0.05), VARIANTS)
     calm = fly(governor, 300, START_WH, lambda t: 0.0)
-    assert calm[-1] == ("good", 10)
+    assert calm[-1][1] == 10 and calm[-1][0] in ("good", "best")  # good, and best while the bank allows
     battery = START_WH - 300 * 4.66 / 3600
     burst = fly(governor, 30, battery, lambda t: 2.5, start_s=300)  # +2.5 W for 30 s: a gust on the shared rail
-    assert set(burst) == {("good", 10)}, burst
+    assert all(fps == 10 and variant in ("good", "best") for variant, fps in burst), burst
 
 
 def test_a_lasting_step_in_base_power_is_learnt_and_the_plan_changes():
@@ -138,6 +141,9 @@ BURSTY = (
 )
 
 
+VALID_BURSTY_STEADY = BURSTY.replace("PERIOD", "600").replace("DUTY", "1.0")
+
+
 @settings(PROPERTY_SETTINGS, max_examples=min(PROPERTY_SETTINGS.max_examples, 12))  # a whole simulation each
 @given(watts=st.floats(0.2, 3.0), period=st.floats(10, 240), duty=st.floats(0.1, 0.7))
 def test_a_periodic_load_does_not_make_the_governor_flap(tmp_path_factory, watts, period, duty):
@@ -145,9 +151,15 @@ def test_a_periodic_load_does_not_make_the_governor_flap(tmp_path_factory, watts
     path = tmp_path_factory.mktemp("bursts") / "bursts.yaml"
     path.write_text(text)
     report = simulate(load_scenario(path)).report
-    governor = report.policy("governor")  # up to ~50 bursts in 8 minutes; a flapping governor follows each one
     assert not report.policy("always-most-accurate").mission_completed  # the budget binds: choosing matters
-    assert governor.switches <= 4, (governor.switches, [e.reason for e in governor.switch_log])
+    # The same average draw without the period: the governor may alternate variants to spend the budget exactly
+    # (the energy bank), but a flapping one would follow each of the up to ~50 bursts as well.
+    steady = VALID_BURSTY_STEADY.replace("WATTS", f"{watts * duty:.3f}")
+    steady_path = path.with_name("steady.yaml")
+    steady_path.write_text(steady)
+    baseline = simulate(load_scenario(steady_path)).report.policy("governor").switches
+    governor = report.policy("governor")
+    assert governor.switches <= baseline + 6, (governor.switches, baseline, [e.reason for e in governor.switch_log])
 
 
 def test_load_shapes_are_what_the_scenario_says():
@@ -191,3 +203,33 @@ def test_the_shipped_scenarios_cover_bursts_a_ramp_and_a_step():
     for path in (Path(__file__).resolve().parents[2] / "deploy" / "scenarios").glob("*.yaml"):
         shapes |= {load.shape for load in load_scenario(path).scenario.loads}
     assert {"bursts", "ramp", "step"} <= shapes
+
+
+def test_the_bank_fills_under_budget_drains_over_it_and_stays_within_its_cap():
+    bank = EnergyBank()
+    bank = bank.settled(budget_w=5.0, power_w=4.0, seconds=10, cap_j=100)
+    assert bank.joules == pytest.approx(10.0)
+    assert bank.settled(5.0, 4.0, seconds=1000, cap_j=100).joules == pytest.approx(10.0 + MAX_TICK_S)  # a stall
+    assert bank.settled(5.0, 0.0, seconds=60, cap_j=100).joules == 100  # capped
+    assert bank.settled(5.0, 9.0, seconds=60, cap_j=100).joules == 0  # never below empty
+    assert bank.settled(5.0, None, seconds=10, cap_j=5).joules == 5  # no reading: nothing moves but the cap
+    assert bank.settled(5.0, 4.0, seconds=math.nan, cap_j=100).joules == pytest.approx(10.0)
+
+
+def test_banked_energy_is_taken_out_of_the_budget_so_it_is_not_spent_twice():
+    budget = Budget(watts=3.6, basis="mission", detail="", spendable_wh=1.0, remaining_s=1000.0)
+    aside = set_aside(budget, EnergyBank(360.0))  # 0.1 Wh banked
+    assert aside.spendable_wh == pytest.approx(0.9) and aside.watts == pytest.approx(3.24)
+    assert bank_cap_j(budget) == pytest.approx(0.1 * 3600)  # a tenth of what is left to spend
+
+
+def test_a_budget_between_two_variants_is_spent_by_alternating_them():
+    steady = VALID_BURSTY_STEADY.replace("WATTS", "0.2")
+    path = Path(tempfile.mkdtemp()) / "steady.yaml"
+    path.write_text(steady)
+    report = simulate(load_scenario(path)).report
+    governor = report.policy("governor")
+    assert set(governor.minutes_by_variant) == {"a", "b"} and min(governor.minutes_by_variant.values()) > 1.0
+    assert governor.mission_completed and governor.battery_end_pct < 4 + 1.5  # spent down to about the reserve
+    cheaper_only = report.policy("always-cheapest").time_weighted_accuracy
+    assert governor.time_weighted_accuracy > cheaper_only + 0.02
