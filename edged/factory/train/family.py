@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from edged.errors import ModelError
 from edged.factory.train.augment import AugmentConfig, BatchMaker
 from edged.factory.train.binary import binarize_with_batchnorm, export_binary_onnx
 from edged.factory.train.data import (
@@ -379,10 +380,11 @@ def stage_derive(ctx: BuildContext) -> None:
 
 def export_tflite_alternates(ctx: BuildContext) -> None:
     """.tflite files beside some ONNX ones (float, and int8 calibrated on the int8 builds' own images). Each ONNX
-    source is read back into torch (and must agree with its file to float precision); each TFLite is checked
-    against that module before the manifest lists it."""
+    source is read back into torch (and must agree with its file to float precision); each TFLite is held to
+    that module's outputs on real images (edged.factory.tflite's tolerances): a float file past its tolerance stops
+    the build, an int8 one is refused and left out."""
     from edged.errors import MissingExtraError
-    from edged.factory.tflite import check_against_torch, export_tflite
+    from edged.factory.tflite import FLOAT_TOLERANCE, INT8_TOLERANCE, export_tflite, require_agreement
     from edged.zoo.manifest import load_zoo
 
     try:
@@ -391,19 +393,26 @@ def export_tflite_alternates(ctx: BuildContext) -> None:
         print(f"export: no TFLite files ({MissingExtraError('litert-torch', 'build', 'TFLite export')})", flush=True)
         return
     zoo = load_zoo(ctx.out)
-    probe = next(calibration_tensors(ctx, 1, 1))
     agreement, alternates = {}, {}
     for vid, source in {**TFLITE_FLOAT, **TFLITE_INT8}.items():
         if vid not in {v.id for v in zoo.variants}:
             continue  # e.g. an int8 sibling its build refused
         int8 = vid in TFLITE_INT8
+        size = zoo.variant(vid).input.size[0]
+        probe = check_images(ctx, size)
         model = from_exported(ctx.out / source, probe)
-        calibration = calibration_tensors(ctx, 64, 8) if int8 else None
-        path = export_tflite(model, ctx.out / f"{vid}.tflite", (SIZE, SIZE), calibration)
-        check = check_against_torch(model, path, "tflite", probe)
+        calibration = calibration_tensors(ctx, CALIBRATION_IMAGES, 8, size) if int8 else None
+        path = export_tflite(model, ctx.out / f"{vid}.tflite", (size, size), calibration)
+        try:
+            check = require_agreement(model, path, "tflite", probe, INT8_TOLERANCE if int8 else FLOAT_TOLERANCE)
+        except ModelError as exc:
+            if not int8:
+                raise SystemExit(f"the float TFLite export is broken: {exc}") from None
+            print(f"export: refused {path.name}: {exc}", flush=True)  # int8 may round past its tolerance: not kept
+            path.unlink()
+            agreement[vid] = {"refused": str(exc)}
+            continue
         agreement[vid] = asdict(check)
-        if not int8 and not check.within(box_px=0.05, score=1e-4):
-            raise SystemExit(f"{path}: the float TFLite export disagrees with its torch source: {check}")
         alternates[vid] = path
     (ctx.work / "tflite-agreement.json").write_text(json.dumps(agreement, indent=2))
     add_alternates(zoo, alternates)
@@ -411,12 +420,13 @@ def export_tflite_alternates(ctx: BuildContext) -> None:
 
 def from_exported(path: Path, probe: Tensor) -> nn.Module:
     """The ReLU family member exported to `path`, back as a torch module, proven equal to the file on `probe`."""
-    from edged.factory.tflite import check_against_torch
+    from edged.factory.tflite import Tolerance, require_agreement
 
     model = from_family_onnx(path, with_activation(YoloxNano(len(LABELS)).fuse_focus(), nn.ReLU))
-    check = check_against_torch(model, path, "onnx", probe)
-    if not check.within(box_px=0.01, score=1e-5):
-        raise SystemExit(f"{path}: read back into torch, it disagrees with the file: {check}")
+    try:
+        require_agreement(model, path, "onnx", probe, Tolerance(min_cells=10, max_box_px=0.01, max_score=1e-5))
+    except ModelError as exc:
+        raise SystemExit(f"read back into torch, the file disagrees with itself: {exc}") from None
     return model
 
 
@@ -432,14 +442,26 @@ def add_alternates(zoo: Any, files: dict[str, Path]) -> None:
     save_zoo(zoo, manifest)
 
 
-def calibration_tensors(ctx: BuildContext, count: int, batch: int) -> Iterator[Tensor]:
+def check_images(ctx: BuildContext, size: int) -> Tensor:
+    """Real images an export is held to its source on: tune images (not the calibration ones), spread over the
+    sources the tune split is sorted by."""
+    files = sorted((ctx.eval_dir / "family-tune" / "images").iterdir())
+    files = files[:: max(1, len(files) // CHECK_IMAGES)][:CHECK_IMAGES]
+    return torch.cat(list(image_tensors(files, len(files), size)))
+
+
+def calibration_tensors(ctx: BuildContext, count: int, batch: int, size: int = SIZE) -> Iterator[Tensor]:
     """The calibration folder's images (the int8 builds' own), pre-processed as the variants' manifest says."""
+    return image_tensors(sorted((ctx.eval_dir / "calibration").iterdir())[:count], batch, size)
+
+
+def image_tensors(files: list[Path], batch: int, size: int) -> Iterator[Tensor]:
+    """`files` pre-processed as the variants' manifest says, in batches."""
     from edged.factory.train.zoo_writer import input_spec
     from edged.sources import read_image
     from edged.vision.preprocess import Preprocessor
 
-    preprocess = Preprocessor(input_spec(SIZE))
-    files = sorted((ctx.eval_dir / "calibration").iterdir())[:count]
+    preprocess = Preprocessor(input_spec(size))
     for start in range(0, len(files), batch):
         tensors = [preprocess(read_image(f))[0] for f in files[start : start + batch]]
         yield torch.from_numpy(np.concatenate(tensors))
@@ -455,6 +477,8 @@ RELU_SIZES = (416, 320, 256)
 # the same way (edged.factory.tflite) but would push model_zoo/ past its size budget.
 TFLITE_FLOAT = {"yolox-relu-416": RELU_ONNX}
 TFLITE_INT8 = {"yolox-relu-416-int8": RELU_ONNX}
+CALIBRATION_IMAGES = 64  # of the int8 builds' calibration folder, for the TFLite int8 files
+CHECK_IMAGES = 16  # family-tune images each TFLite file is held to its source on
 
 
 NOTICE = """\
