@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+import numpy as np
 from pydantic import ValidationError
 
 from edged import __version__
@@ -54,6 +55,7 @@ from edged.mqtt.messages import (
     StateMessage,
 )
 from edged.mqtt.outbox import OutboxError
+from edged.mqtt.topics import label_collisions
 from edged.power import EnergyMeter, PowerEvent, PowerReading, PowerSampler, SimulatedBattery, SourceContext
 from edged.sdnotify import Notifier, watchdog_interval_s
 from edged.sources import FrameProducer, FrameQueue, SourceStatus
@@ -71,6 +73,7 @@ TICK_S = 1.0
 STATS_EVERY_S = 10.0
 POWER_EVERY_S = 5.0
 STATE_EVERY_S = 30.0
+IDLE_TRACK_EXPIRY_S = 0.5  # with no frames coming, tracks are aged this often (counts fall instead of freezing)
 
 
 @dataclass
@@ -119,9 +122,17 @@ class Daemon:
         self.queue = FrameQueue(config.source.queue_size, drop_oldest=self._drops_frames())
         self.producer = FrameProducer(config.source, self.queue, self._on_source_status)
         self.worker = InferenceWorker(
-            self._open_detector, self.queue, self._on_result, self._on_worker_event, meter=self.meter
+            self._open_detector,
+            self.queue,
+            self._on_result,
+            self._on_worker_event,
+            meter=self.meter,
+            on_idle=self._on_idle,
         )
         self.labels = self._zoo_labels()
+        self._label_index = {label: i for i, label in enumerate(self.labels)}
+        if config.tracking.enabled and config.mqtt.enabled and (clashes := label_collisions(self.labels)):
+            raise EdgedError(f"zoo {self.zoo.path}: labels that share a count topic: {'; '.join(clashes)}")
         self.link = (
             MqttLink(config.mqtt, self._on_command, labels=self.labels, variants=[v.id for v in self.zoo.variants])
             if config.mqtt.enabled
@@ -130,7 +141,9 @@ class Daemon:
         # ids go on after the last one committed to the outbox, so a restart never gives an id out twice
         first_track = (self.link.last_published_track_id or 0) + 1 if self.link else 1
         self.tracker = Tracker(config.tracking, first_track) if config.tracking.enabled else None
-        self._last_result: tuple[FrameResult, int] | None = None  # (result, frame number): where tracks end at stop
+        self._last_result: tuple[FrameResult, int] | None = None
+        self._last_tracked_at = time.monotonic()
+        self._clock_origin = (time.time(), time.monotonic())  # (result, frame number): where tracks end at stop
         self.metrics = (
             MetricsExporter(config.metrics, config.mqtt.device_id, [v.id for v in self.zoo.variants])
             if config.metrics.enabled
@@ -462,9 +475,10 @@ class Daemon:
         if self.link is None:
             print(message.model_dump_json(by_alias=True), flush=True)
             return
+        self._publish_track_counts(tracks, result, frame)  # never stored: a full disk must not freeze them
         try:
             self.link.publish_detections(message)
-            self._publish_tracks(tracks, result, frame)
+            self._publish_track_events(tracks, result, frame)
         except OutboxError as exc:  # disk full: this frame is lost, counted and reported; inference goes on
             self._unstored += 1
             if not self._has_fault("outbox"):
@@ -484,21 +498,54 @@ class Daemon:
         if self.tracker is None:
             return None
         found = result.detections
-        return self.tracker.update(found.normalised_boxes(), found.scores, found.class_ids, result.timestamp)
+        self._last_tracked_at = time.monotonic()
+        # the zoo's label index, not the variant's class id: a variant may list its labels in another order, and a
+        # person must stay a person across a switch
+        label_ids = np.array([self._label_index[result.labels[c]] for c in found.class_ids], dtype=np.int64)
+        return self.tracker.update(found.normalised_boxes(), found.scores, label_ids, self._steady_time(result.started))
 
-    def _publish_tracks(
+    def _steady_time(self, monotonic_s: float) -> float:
+        """Unix seconds that never step: the tracker ages tracks on it (NTP setting a Pi's clock back by an hour
+        must not keep every counted track alive, nor a step forward end them all)."""
+        wall, mono = self._clock_origin
+        return wall + (monotonic_s - mono)
+
+    def _on_idle(self) -> None:
+        """Inference thread, no frame came: tracks still age, so counts and occupancy fall when the camera is gone
+        or the pipeline paused instead of freezing at their last value."""
+        if self.tracker is None or self._last_result is None or self.link is None:
+            return
+        now = time.monotonic()
+        if now - self._last_tracked_at < IDLE_TRACK_EXPIRY_S:
+            return
+        self._last_tracked_at = now
+        empty = np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64)
+        aged = self.tracker.update(*empty, self._steady_time(now))
+        result, frame = self._last_result
+        self._publish_track_counts(aged, result, frame)
+        try:
+            self._publish_track_events(aged, result, frame)
+        except OutboxError as exc:
+            log.error("track end events could not be stored: %s", exc)
+
+    def _publish_track_counts(
         self, tracks: FrameTracks | None, result: FrameResult, frame: int, ending: bool = False
     ) -> None:
-        """After the frame's detections: the counts that changed (retained, never stored), then the events (durable,
-        in order with the detections; a full disk loses them with their frame)."""
+        """The counts that changed with this frame (retained, not stored)."""
         if tracks is None or self.link is None:
             return
         self._last_result = (result, frame)
-        self._publish_counts({result.labels[c]: n for c, n in tracks.counts.items()}, None if ending else frame)
+        self._publish_counts({self.labels[c]: n for c, n in tracks.counts.items()}, None if ending else frame)
+
+    def _publish_track_events(self, tracks: FrameTracks | None, result: FrameResult, frame: int) -> None:
+        """After the frame's detections: its track events (durable, in order with the detections; a full disk loses
+        them with their frame)."""
+        if tracks is None or self.link is None:
+            return
         for event in tracks.events:
             self.link.publish_event(
                 EventMessage.from_event(
-                    self.config.mqtt.device_id, result.source, frame, result.timestamp, event, result.labels
+                    self.config.mqtt.device_id, result.source, frame, result.timestamp, event, self.labels
                 )
             )
 
@@ -517,8 +564,10 @@ class Daemon:
         if self.tracker is None or self._last_result is None:
             return
         result, frame = self._last_result
+        ended = self.tracker.finish()
+        self._publish_track_counts(ended, result, frame, ending=True)
         try:
-            self._publish_tracks(self.tracker.finish(), result, frame, ending=True)
+            self._publish_track_events(ended, result, frame)
         except OutboxError as exc:
             log.error("the tracks' end events could not be stored: %s", exc)
 

@@ -124,8 +124,10 @@ class InferenceWorker:
         on_event: Callable[[WorkerEvent], None] = lambda event: None,
         warm_slots: int = 2,
         meter: InferenceMeter | None = None,
+        on_idle: Callable[[], None] = lambda: None,
     ) -> None:
         self._open_detector = open_detector
+        self._on_idle = on_idle  # called on this thread when no frame came (paused, source stalled or gone)
         self._queue = queue
         self._on_result = on_result
         self._on_event = on_event
@@ -214,6 +216,7 @@ class InferenceWorker:
         while not self._stop.is_set():
             if self._paused.is_set():
                 self._stop.wait(0.05)
+                self._on_idle()
                 continue
             try:
                 frame = self._queue.get(0.1)
@@ -222,6 +225,8 @@ class InferenceWorker:
                 return
             if frame is not None:
                 self._process(frame)
+            else:
+                self._on_idle()
 
     def _process(self, frame: Frame) -> None:
         self._swap_if_pending()

@@ -86,3 +86,16 @@ def test_an_edged_config_that_names_no_file_is_an_error_not_the_demo(tmp_path: P
     monkeypatch.setenv("EDGED_CONFIG", str(tmp_path / "typo.yaml"))
     with pytest.raises(ConfigError, match=r"typo.yaml: file not found \(named by \$EDGED_CONFIG\)"):
         run_cli.config_to_run(None)
+
+
+def test_a_system_config_this_user_may_not_read_is_an_error_not_the_demo(tmp_path: Path, monkeypatch) -> None:
+    """/etc/edged is root:edged 0750; tests run as root here, so the refusal is the kernel's answer, played."""
+
+    class Forbidden(type(tmp_path)):  # type: ignore[misc]
+        def is_file(self) -> bool:
+            raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.delenv("EDGED_CONFIG", raising=False)
+    monkeypatch.setattr(run_cli, "SYSTEM_CONFIG", Forbidden(tmp_path / "etc" / "edged.yaml"))
+    with pytest.raises(ConfigError, match=r"edged.yaml: permission denied \(run as the edged user, or give -c FILE\)"):
+        run_cli.config_to_run(None)

@@ -160,3 +160,22 @@ def test_track_ids_go_on_after_a_restart(broker, recorder, tmp_path):
     ]
     assert second, "the second run published"
     assert min(o["track_id"] for m in second for o in m["objects"]) == last_id + 1
+
+
+def test_counts_fall_to_zero_when_frames_stop_coming(broker, recorder, tmp_path):
+    """Paused (or a camera gone): no frame updates the tracks, yet they age, so occupancy does not stick at on."""
+    source = {"realtime": True, "loop": True}
+    config = config_dict(SHIPPED_ZOO, broker, tmp_path, source=source, tracking={"max_age_s": 1.0})
+    config["zoo"]["device_class"] = "intel-xeon-2core"
+    config["governor"] = {**config["governor"], "mode": "pinned", "pinned_variant": "yolox-ft-416"}
+    run = Running(config)
+    person = f"{BASE}/objects/person"
+    try:
+        wait_until(lambda: any(m.json()["count"] > 0 for m in recorder.on(person)), 60, "people counted")
+        recorder.client.publish(f"{BASE}/set/paused", "true", qos=1)
+        wait_until(lambda: recorder.on(person)[-1].json()["count"] == 0, 10, "the person count back at 0")
+        ended = [e for e in events(recorder) if e["type"] == "end"]
+        assert ended, "the tracks that aged out ended with an `end` event"
+        assert all(e["after"]["end_time"] is not None for e in ended)
+    finally:
+        run.stop()

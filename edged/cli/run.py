@@ -42,7 +42,11 @@ def config_to_run(given: Path | None) -> tuple[Path | None, str]:
         if not Path(named).is_file():
             raise ConfigError([f"{named}: file not found (named by $EDGED_CONFIG)"])
         return Path(named), "$EDGED_CONFIG"
-    if SYSTEM_CONFIG.is_file():
+    try:
+        present = SYSTEM_CONFIG.is_file()
+    except PermissionError:  # /etc/edged is root:edged 0750: this user may not look, and must not get the demo
+        raise ConfigError([f"{SYSTEM_CONFIG}: permission denied (run as the edged user, or give -c FILE)"]) from None
+    if present:
         return SYSTEM_CONFIG, f"no -c or $EDGED_CONFIG, {SYSTEM_CONFIG} exists"
     return None, f"no -c, $EDGED_CONFIG or {SYSTEM_CONFIG}"
 

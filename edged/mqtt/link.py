@@ -272,12 +272,16 @@ class MqttLink:
         self._enqueue(self.topics.decision, message.to_json(), 1)
 
     def publish_state(self, message: StateMessage) -> None:
-        """Retained; the latest is re-published on every reconnect."""
+        """Retained; the latest is re-published on every reconnect.
+
+        With paho's network loop dead (edged then stops), no acknowledgement can come back: QoS 0, or the state that
+        says why would wait behind a full in-flight window and never leave."""
         payload = message.to_json()
         with self._connection_lock:
             self._latest_state = payload
             if self._connected:
-                self._client.publish(self.topics.state, payload, qos=1, retain=True)
+                qos = 1 if not self._started or self._network_alive() else 0
+                self._client.publish(self.topics.state, payload, qos=qos, retain=True)
 
     def publish_power(self, message: PowerMessage) -> None:
         """Periodic sample; skipped while disconnected (energy_j is cumulative)."""

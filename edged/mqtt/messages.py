@@ -71,7 +71,9 @@ class TrackedObject(BaseModel):
 
     track_id: int = Field(ge=1, description="as on the object in `detections`")
     label: str
-    class_id: int = Field(ge=0)
+    class_id: int = Field(
+        ge=0, description="the label's index among the zoo's labels (the same for every variant, unlike detections')"
+    )
     score: float = Field(ge=0, le=1, description="of its latest detection")
     top_score: float = Field(ge=0, le=1, description="the best score it has had")
     box: tuple[Unit, Unit, Unit, Unit] = Field(description="its latest box: x1, y1, x2, y2, 0..1 of the image")

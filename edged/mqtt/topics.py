@@ -15,6 +15,17 @@ def label_segment(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", label) or "_"
 
 
+def label_collisions(labels: list[str]) -> list[str]:
+    """Labels that would share one topic level and entity id (`traffic light` and `traffic_light`): their counts
+    would overwrite each other, so a zoo with them is refused rather than published wrong."""
+    by_segment: dict[str, list[str]] = {}
+    for label in labels:
+        by_segment.setdefault(label_segment(label), []).append(label)
+    return [
+        f"{' and '.join(map(repr, same))} -> objects/{segment}" for segment, same in by_segment.items() if len(same) > 1
+    ]
+
+
 @dataclass(frozen=True)
 class Topics:
     """Every topic a device publishes or listens on, derived from `<topic_prefix>/<device_id>`."""

@@ -183,3 +183,14 @@ def test_discovery_has_a_count_and_an_occupancy_per_label_and_a_variant_select()
     variant = cmps["edged_cam1_variant"]
     assert (variant["p"], variant["cmd_t"], variant["ops"]) == ("select", "edged/cam1/set/variant", ["a", "b"])
     assert len({c["uniq_id"] for c in cmps.values()}) == len(cmps) == 9 + 2 * 2
+
+
+def test_labels_that_would_share_a_count_topic_are_named():
+    from edged.mqtt.topics import label_collisions
+
+    assert label_collisions(["person", "traffic light", "car"]) == []
+    clashes = label_collisions(["traffic light", "traffic_light", "car", "bus/van", "bus+van"])
+    assert clashes == [
+        "'traffic light' and 'traffic_light' -> objects/traffic_light",
+        "'bus/van' and 'bus+van' -> objects/bus_van",
+    ]
