@@ -471,12 +471,12 @@ def test_the_metrics_endpoint_serves_the_running_pipeline(profiled_zoo, broker, 
         wait_until(lambda: link.outbox_depth >= 5, 10, "frames waiting in the outbox")
         recorder.client.publish(f"edged/{DEVICE}/set/paused", "true", qos=1)
         wait_until(lambda: run.daemon.controls.paused, 10, "the pause")
-        processed = -1
-        while processed != run.daemon.frames.processed:
-            processed = run.daemon.frames.processed
+        held = (-1, -1)  # frames, and the outbox (tracks still age while paused: their `end` events go in)
+        while held != (run.daemon.frames.processed, link.outbox_depth):
+            held = (run.daemon.frames.processed, link.outbox_depth)
             time.sleep(1.5)  # longer than a tick: the figures are at most a second old
         samples = scrape(exporter.port)
-        waiting = link.outbox_depth
+        processed, waiting = held
     finally:
         relay.close()
         run.stop()

@@ -4,8 +4,8 @@ the costlier one part of the time (as the oracle does) instead of the cheaper on
 With a mission budget, power under the budget fills the bank and power over it drains it. What is in the bank is
 taken out of the energy the budget spreads over the time left, so nothing is counted twice: spending the bank on
 a costlier variant brings the battery back onto the plan. The bank never holds more than a tenth of what is left
-to spend, so it empties itself before the mission ends, and it is spent in phases of at least three dwells and a
-twentieth of the time left: a budget between two variants alternates between them a few dozen times a mission at
+to spend, so it empties itself before the mission ends, and it is spent in phases of at least six dwells and a
+tenth of the time left: a budget between two variants alternates between them a dozen or two times a mission at
 most, never at the pace of a load that comes and goes.
 """
 
@@ -18,8 +18,8 @@ from edged.governor.config import GovernorConfig
 
 MAX_TICK_S = 60.0  # a longer gap between ticks (a pause, a stall) is not banked
 SPENDABLE_SHARE = 0.1
-PHASE_DWELLS = 3.0
-PHASES_PER_MISSION = 20.0
+PHASE_DWELLS = 6.0
+PHASES_PER_MISSION = 10.0
 
 
 @dataclass(frozen=True)

@@ -581,6 +581,12 @@ def _switch_cause(
         return f"{budget.describe()} < predicted {old_power:.2f} W"
     if policy.mode != "auto":
         return f"{policy.mode} mode"
+    spend = new.prediction.power_w(new.fps)
+    if new.prediction.accuracy > previous.accuracy and budget.watts is not None and spend > budget.watts:
+        return (
+            f"spending the {needs.bank_j:.0f} J banked under the budget: predicted {spend:.2f} W over "
+            f"{budget.describe()} for a phase"
+        )
     if new.prediction.accuracy > previous.accuracy:
         headroom = f" with {policy.switch_up_margin:.0%} headroom" if policy.switch_up_margin else ""
         covers = budget.describe() if budget.watts is not None else "no power limit"
