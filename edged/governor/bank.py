@@ -4,8 +4,8 @@ the costlier one part of the time (as the oracle does) instead of the cheaper on
 With a mission budget, power under the budget fills the bank and power over it drains it. What is in the bank is
 taken out of the energy the budget spreads over the time left, so nothing is counted twice: spending the bank on
 a costlier variant brings the battery back onto the plan. The bank never holds more than a tenth of what is left
-to spend, so it empties itself before the mission ends, and it is spent in phases of at least six dwells and a
-tenth of the time left: a budget between two variants alternates between them a dozen or two times a mission at
+to spend, so it empties itself before the mission ends, and it is spent in phases of six dwells or a tenth of
+the time left, whichever is longer: a budget between two variants alternates them a dozen or two times a mission at
 most, never at the pace of a load that comes and goes.
 """
 
