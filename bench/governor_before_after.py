@@ -65,22 +65,7 @@ class BeforePolicy(GovernorPolicy):
         self.inputs = decision.GovernorInputs
 
     def act(self, seen: Observation) -> tuple[int, float]:
-        decision = self.governor.tick(
-            self.inputs(
-                now_s=seen.now_s,
-                battery_wh=seen.battery_wh,
-                battery_pct=seen.battery_pct,
-                battery_capacity_wh=seen.capacity_wh,
-                power_w=seen.power_w,
-                latency_ms=seen.latency_ms,
-                measured_variant=seen.measured_variant,
-                inference_fps=seen.inference_fps,
-                accuracy_floor=seen.floor,
-                floor_expires_s=seen.floor_expires_s,
-                charging=seen.charging,
-                mission_end_s=self.mission_end_s,
-            )
-        )
+        decision = self.governor.tick(self.inputs(**self.observed(seen)))  # it knows no per-frame overhead
         return self.index[decision.variant], decision.fps
 
 

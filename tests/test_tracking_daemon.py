@@ -36,6 +36,14 @@ def run_clip(broker, tmp_path: Path, recorder: Recorder, **sections: Any) -> lis
     return detections(recorder)
 
 
+def live_on_yolox_416(broker, tmp_path: Path, **sections: Any) -> dict[str, Any]:
+    """The demo clip looping at its own 10 fps, as a camera delivers it, through the shipped zoo's yolox-ft-416."""
+    config = config_dict(SHIPPED_ZOO, broker, tmp_path, source={"realtime": True, "loop": True}, **sections)
+    config["zoo"]["device_class"] = "intel-xeon-2core"
+    config["governor"] = {**config["governor"], "mode": "pinned", "pinned_variant": "yolox-ft-416"}
+    return config
+
+
 def events(recorder: Recorder) -> list[dict[str, Any]]:
     return [m.json() for m in recorder.on(f"{BASE}/events")]
 
@@ -122,11 +130,7 @@ def test_retained_counts_equal_the_objects_of_each_label_in_the_frame(broker, re
 
 
 def test_track_ids_survive_a_forced_variant_switch(broker, recorder, tmp_path):
-    source = {"realtime": True, "loop": True}
-    config = config_dict(SHIPPED_ZOO, broker, tmp_path, source=source, governor={"fps_target": 10})
-    config["zoo"]["device_class"] = "intel-xeon-2core"
-    config["governor"] = {**config["governor"], "mode": "pinned", "pinned_variant": "yolox-ft-416"}
-    run = Running(config)
+    run = Running(live_on_yolox_416(broker, tmp_path, governor={"fps_target": 10}))
     try:
         wait_until(lambda: len(detections(recorder)) >= 40, 60, "4 s of frames from yolox-ft-416")
         recorder.client.publish(f"{BASE}/set/variant", "yolox-ft-256", qos=1)
@@ -164,11 +168,7 @@ def test_track_ids_go_on_after_a_restart(broker, recorder, tmp_path):
 
 def test_counts_fall_to_zero_when_frames_stop_coming(broker, recorder, tmp_path):
     """Paused (or a camera gone): no frame updates the tracks, yet they age, so occupancy does not stick at on."""
-    source = {"realtime": True, "loop": True}
-    config = config_dict(SHIPPED_ZOO, broker, tmp_path, source=source, tracking={"max_age_s": 1.0})
-    config["zoo"]["device_class"] = "intel-xeon-2core"
-    config["governor"] = {**config["governor"], "mode": "pinned", "pinned_variant": "yolox-ft-416"}
-    run = Running(config)
+    run = Running(live_on_yolox_416(broker, tmp_path, tracking={"max_age_s": 1.0}))
     person = f"{BASE}/objects/person"
     try:
         wait_until(lambda: any(m.json()["count"] > 0 for m in recorder.on(person)), 60, "people counted")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -110,24 +110,26 @@ class GovernorPolicy:
         knows = "knows the mission end" if self.mission_end_s is not None else "battery bands (mission end unknown)"
         self.description = f"edged's governor ({scenario.governor.mode}; {knows})"
 
+    def observed(self, seen: Observation) -> dict[str, Any]:
+        """What the daemon would hand the governor at this step: the fields of its GovernorInputs."""
+        return {
+            "now_s": seen.now_s,
+            "battery_wh": seen.battery_wh,
+            "battery_pct": seen.battery_pct,
+            "battery_capacity_wh": seen.capacity_wh,
+            "power_w": seen.power_w,
+            "latency_ms": seen.latency_ms,
+            "measured_variant": seen.measured_variant,
+            "inference_fps": seen.inference_fps,
+            "accuracy_floor": seen.floor,
+            "floor_expires_s": seen.floor_expires_s,
+            "charging": seen.charging,
+            "mission_end_s": self.mission_end_s,
+        }
+
     def act(self, seen: Observation) -> tuple[int, float]:
-        decision = self.governor.tick(
-            GovernorInputs(
-                now_s=seen.now_s,
-                battery_wh=seen.battery_wh,
-                battery_pct=seen.battery_pct,
-                battery_capacity_wh=seen.capacity_wh,
-                power_w=seen.power_w,
-                latency_ms=seen.latency_ms,
-                measured_variant=seen.measured_variant,
-                inference_fps=seen.inference_fps,
-                accuracy_floor=seen.floor,
-                floor_expires_s=seen.floor_expires_s,
-                charging=seen.charging,
-                mission_end_s=self.mission_end_s,
-                frame_overhead_mj=self.frame_overhead_mj,
-            )
-        )
+        inputs = GovernorInputs(**self.observed(seen), frame_overhead_mj=self.frame_overhead_mj)
+        decision = self.governor.tick(inputs)
         assert decision.variant is not None  # scenarios have at least one variant
         return self.index[decision.variant], decision.fps
 
