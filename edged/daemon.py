@@ -513,18 +513,23 @@ class Daemon:
     def _on_idle(self) -> None:
         """Inference thread, no frame came: tracks still age, so counts and occupancy fall when the camera is gone
         or the pipeline paused instead of freezing at their last value."""
-        if self.tracker is None or self._last_result is None or self.link is None:
+        if self.tracker is None:
             return
         now = time.monotonic()
         if now - self._last_tracked_at < IDLE_TRACK_EXPIRY_S:
             return
         self._last_tracked_at = now
-        empty = np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64)
-        aged = self.tracker.update(*empty, self._steady_time(now))
+        self._publish_outside_a_frame(self.tracker.age(self._steady_time(now)))
+
+    def _publish_outside_a_frame(self, tracks: FrameTracks, ending: bool = False) -> None:
+        """Counts and events that no frame brought (tracks aged while idle, or ended at stop), filed after the last
+        frame."""
+        if self._last_result is None:
+            return
         result, frame = self._last_result
-        self._publish_track_counts(aged, result, frame)
+        self._publish_track_counts(tracks, result, frame, ending)
         try:
-            self._publish_track_events(aged, result, frame)
+            self._publish_track_events(tracks, result, frame)
         except OutboxError as exc:
             log.error("track end events could not be stored: %s", exc)
 
@@ -561,15 +566,8 @@ class Daemon:
 
     def _end_tracks(self) -> None:
         """At stop, once the inference thread is done: every counted track ends (`end`), every count goes to 0."""
-        if self.tracker is None or self._last_result is None:
-            return
-        result, frame = self._last_result
-        ended = self.tracker.finish()
-        self._publish_track_counts(ended, result, frame, ending=True)
-        try:
-            self._publish_track_events(ended, result, frame)
-        except OutboxError as exc:
-            log.error("the tracks' end events could not be stored: %s", exc)
+        if self.tracker is not None:
+            self._publish_outside_a_frame(self.tracker.finish(), ending=True)
 
     def _on_worker_event(self, event: WorkerEvent) -> None:
         if event.kind == "source_finished":

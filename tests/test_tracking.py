@@ -147,3 +147,14 @@ def test_an_unknown_tracking_key_suggests_the_right_one(tmp_path) -> None:
 
     path = write(tmp_path, "source:\n  type: file\n  path: clip.mp4\ntracking:\n  max_age: 3\n")
     assert problems_of(path) == [f"{path}:5: tracking.max_age: unknown key (did you mean 'max_age_s'?)"]
+
+
+def test_aging_while_idle_ends_stale_counted_tracks_but_spares_a_young_one_between_slow_frames() -> None:
+    tracker = Tracker(TrackingConfig(min_hits=2, max_age_s=2.0))
+    frame(tracker, 0.0, (box(0.1), 0.9, PERSON))
+    frame(tracker, 1.0, (box(0.1), 0.9, PERSON))  # counted (id 1)
+    frame(tracker, 2.0, (box(0.6), 0.9, CAR))  # one sighting of a car (id 2), a frame every second
+    assert tracker.age(2.5).events == [], "1.5 s unseen and 0.5 s unseen: both within max_age_s"
+    assert kinds(frame(tracker, 3.0, (box(0.6), 0.9, CAR))) == [("new", 2)], "the idle spell did not kill the car"
+    aged = tracker.age(5.5)  # the camera is gone
+    assert kinds(aged) == [("end", 1), ("end", 2)] and aged.counts == {PERSON: 0, CAR: 0}

@@ -137,6 +137,18 @@ class Tracker:
         events.extend(self._expire(seen, at))
         return FrameTracks(ids, events, self._changed_counts())
 
+    def age(self, at: float) -> FrameTracks:
+        """No frame came (paused, camera gone): tracks unseen for over `max_age_s` end, as if missed that long.
+        Not a missed frame: a young track between two frames of a slow stream must not die of it."""
+        events, alive = [], []
+        for track in self._tracks:
+            if at - track.last_seen <= self.config.max_age_s:
+                alive.append(track)
+            elif track.counted:
+                events.append(self._end(track))
+        self._tracks = alive
+        return FrameTracks([], events, self._changed_counts())
+
     def finish(self) -> FrameTracks:
         """The stream ends (the daemon stops): every counted track ends now and the counts go to zero."""
         events = [self._end(track) for track in self._tracks if track.counted]
