@@ -105,9 +105,8 @@ def main() -> int:
         floors = (
             f"{before.floor_violation_min:.1f} / {after.floor_violation_min:.1f} / {oracle.floor_violation_min:.1f} min"
         )
-        print(
-            f"| {name} | {cell(before, oracle)} | {cell(after, oracle)} | {oracle.time_weighted_accuracy:.4f} | {floors} |"
-        )
+        accuracy = f"{oracle.time_weighted_accuracy:.4f}"
+        print(f"| {name} | {cell(before, oracle)} | {cell(after, oracle)} | {accuracy} | {floors} |")
     print("\nall figures simulated; the oracle knows the whole mission (deploy/scenarios/README.md)")
     return 0
 

@@ -53,8 +53,6 @@ class SimPolicy(Protocol):
 
     def act(self, seen: Observation) -> tuple[int, float]: ...
 
-    def reason(self) -> str | None: ...
-
     def last_decision(self) -> Decision | None: ...
 
 
@@ -67,9 +65,6 @@ class FixedPolicy:
 
     def act(self, seen: Observation) -> tuple[int, float]:
         return self.variant, self.fps
-
-    def reason(self) -> str | None:
-        return None
 
     def last_decision(self) -> Decision | None:
         return None
@@ -89,9 +84,6 @@ class BatteryBandsPolicy:
     def act(self, seen: Observation) -> tuple[int, float]:
         band = int((100.0 - seen.battery_pct) * len(self.ranked) / 100.0)
         return self.ranked[min(len(self.ranked) - 1, max(0, band))], self.fps
-
-    def reason(self) -> str | None:
-        return None
 
     def last_decision(self) -> Decision | None:
         return None
@@ -133,9 +125,6 @@ class GovernorPolicy:
         assert decision.variant is not None  # scenarios have at least one variant
         return self.index[decision.variant], decision.fps
 
-    def reason(self) -> str | None:
-        return self.governor.last.reason if self.governor.last else None
-
     def last_decision(self) -> Decision | None:
         return self.governor.last
 
@@ -157,9 +146,6 @@ class OraclePolicy:
             epoch = seen.step // self.plan.steps_per_epoch
             self.choice = self.plan.actions[self.plan.best_action(epoch, seen.true_energy_wh)]
         return self.choice
-
-    def reason(self) -> str | None:
-        return None
 
     def last_decision(self) -> Decision | None:
         return None
@@ -267,17 +253,18 @@ def run_policy(world: World, policy: SimPolicy) -> PolicyRun:
     readings, previous = NO_READINGS, None
     for k, t in enumerate(world.times_s):
         variant, fps = policy.act(_observation(world, k, energy, readings))
+        decision = policy.last_decision()
         if previous is not None and variant != previous:
             tally.switches.append(
                 SwitchEvent(
                     at_min=t / 60,
                     from_variant=world.variants[previous].id,
                     to_variant=world.variants[variant].id,
-                    reason=policy.reason(),
+                    reason=decision.reason if decision else None,
                 )
             )
         previous = variant
-        _log_decision(tally, t, policy.last_decision())
+        _log_decision(tally, t, decision)
         power = world.true_power_w(variant, fps, k)
         after = min(world.capacity_wh, energy + (world.harvest_w[k] - power) * world.step_s / 3600.0)
         ran_s = world.step_s
