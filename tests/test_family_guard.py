@@ -43,11 +43,12 @@ def family(shared: Path, tmp_path: Path) -> Path:
     """A zoo shaped like the family's (ids, parents, one shared file, one TFLite alternate); real model files."""
     onnx, tflite = tmp_path / "m.onnx", tmp_path / "m.tflite"
     shutil.copy(shared / "models" / "coco" / "fastestdet_352.onnx", onnx)
-    for name in ("pruned25-416.onnx", "pruned25-416-int8.onnx"):
+    for name in ("pruned25-416.onnx", "pruned25-416-int8.onnx", "relu-int8.onnx"):
         shutil.copy(onnx, tmp_path / name)
     shutil.copy(shared / "models" / "tflite" / "fastestdet_352_float32.tflite", tflite)
+    shutil.copy(tflite, tmp_path / "relu-int8.tflite")
 
-    def variant(vid: str, file: str, technique: str, parent: str | None = None, alternate: bool = False) -> dict:
+    def variant(vid: str, file: str, technique: str, parent: str | None = None, alternate: str = "") -> dict:
         entry = {
             "id": vid,
             "technique": technique,
@@ -60,7 +61,7 @@ def family(shared: Path, tmp_path: Path) -> Path:
         }
         if alternate:
             entry["alternates"] = [
-                {"format": "tflite", "file": "m.tflite", "sha256": sha256_of(tflite), "layout": "NHWC"}
+                {"format": "tflite", "file": alternate, "sha256": sha256_of(tmp_path / alternate), "layout": "NHWC"}
             ]
         return entry
 
@@ -71,7 +72,8 @@ def family(shared: Path, tmp_path: Path) -> Path:
         "default": PARENT_ID,
         "variants": [
             variant(PARENT_ID, "m.onnx", "fine-tuned"),
-            variant("yolox-relu-416", "m.onnx", "fine-tuned+distilled", PARENT_ID, alternate=True),
+            variant("yolox-relu-416", "m.onnx", "fine-tuned+distilled", PARENT_ID, alternate="m.tflite"),
+            variant("yolox-relu-416-int8", "relu-int8.onnx", "fine-tuned+int8", "yolox-relu-416", "relu-int8.tflite"),
             variant("pruned25-416", "pruned25-416.onnx", "fine-tuned+pruned", PARENT_ID),
             variant("pruned25-416-int8", "pruned25-416-int8.onnx", "fine-tuned+pruned+int8", "pruned25-416"),
         ],
@@ -100,7 +102,7 @@ def test_a_variant_past_its_guard_is_not_shipped_and_the_rest_are(family: Path):
     assert PARENT_ID not in verdicts  # the parent is what the others are held to, not held itself
 
     kept = drop_failed(zoo, [v for v, verdict in verdicts.items() if not verdict["passed"]])
-    assert [v.id for v in kept.variants] == [PARENT_ID, "yolox-relu-416", "pruned25-416-int8"]
+    assert [v.id for v in kept.variants] == [PARENT_ID, "yolox-relu-416", "yolox-relu-416-int8", "pruned25-416-int8"]
     assert kept.variant("yolox-relu-416").alternates == []
     assert not (family / "pruned25-416.onnx").exists() and not (family / "m.tflite").exists()
     assert (family / "m.onnx").exists() and (family / "pruned25-416-int8.onnx").exists()
@@ -114,3 +116,59 @@ def test_a_manifest_default_that_names_no_variant_is_refused(family: Path):
     (family / "zoo.yaml").write_text(text)
     with pytest.raises(ConfigError, match="default: no variant 'nope'"):
         load_zoo(family)
+
+
+def test_an_int8_variants_other_file_is_held_to_the_int8_guard_against_the_float_parent(family: Path):
+    """Two int8 files of one variant are quantized by two tools: the one this machine does not open is held to what
+    int8 may lose against the float parent, not merely to the chosen file (which may itself be near the line)."""
+    zoo = load_zoo(family)
+    drop = GUARDS["yolox-relu-416-int8"].max_drop
+    assert drop is not None
+    parent = 0.40
+    reports = [
+        _report(PARENT_ID, 0.50),
+        _report("yolox-relu-416", parent),
+        _report("yolox-relu-416-int8", parent - drop + 0.005),  # within
+        _report("yolox-relu-416-int8@litert", parent - drop - 0.005),  # 0.01 from its twin, past the parent's guard
+    ]
+    verdicts = guard_verdicts(zoo, reports)
+    assert verdicts["yolox-relu-416-int8"]["passed"]
+    other = verdicts["yolox-relu-416-int8@litert"]
+    assert not other["passed"] and other["against"] == "yolox-relu-416" and other["guard"] == "drop <= 0.02"
+
+    kept = drop_failed(zoo, [v for v, verdict in verdicts.items() if not verdict["passed"]])
+    assert kept.variant("yolox-relu-416-int8").alternates == [] and not (family / "relu-int8.tflite").exists()
+    assert kept.variant("yolox-relu-416").alternates  # the float twin's file is another variant's, kept
+
+
+def test_export_keeps_a_shipped_sibling_and_leaves_out_one_never_built(tmp_path: Path):
+    """A partial rebuild (no checkpoint of a sibling's stage in the work folder) keeps the sibling's shipped file,
+    and where none ships (its guard turned it away before) leaves it out instead of stopping the build."""
+    from edged.factory.train.family import BuildContext, _sibling_file
+
+    ctx = BuildContext(tmp_path / "shared", tmp_path / "out", tmp_path / "work")
+    ctx.out.mkdir()
+
+    def export(model, path):
+        raise AssertionError("nothing to export: the stage never ran")
+
+    assert _sibling_file(ctx, "lowrank", "lowrank-416", export) is None
+    shipped = ctx.out / "lowrank-416.onnx"
+    shipped.write_bytes(b"the shipped file")
+    assert _sibling_file(ctx, "lowrank", "lowrank-416", export) == shipped
+
+
+def test_an_int8_variant_whose_own_file_fails_goes_whole(family: Path):
+    """Where the chosen engine is the alternate's (LiteRT) and the variant's first file (ONNX) is past its guard,
+    the variant goes: a manifest entry cannot drop its own file and keep the rest."""
+    zoo = load_zoo(family)
+    reports = [
+        _report(PARENT_ID, 0.50),
+        _report("yolox-relu-416", 0.40),
+        _report("yolox-relu-416-int8", 0.395),  # its TFLite, the chosen file: within
+        _report("yolox-relu-416-int8@onnxruntime", 0.35),  # its own ONNX: past
+    ]
+    verdicts = guard_verdicts(zoo, reports)
+    kept = drop_failed(zoo, [v for v, verdict in verdicts.items() if not verdict["passed"]])
+    assert "yolox-relu-416-int8" not in [v.id for v in kept.variants]
+    assert not (family / "relu-int8.onnx").exists() and not (family / "relu-int8.tflite").exists()

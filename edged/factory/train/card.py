@@ -47,11 +47,11 @@ def write_model_card(
         "latency does and is no measurement. `drop, kept` is the mAP50-95 lost on family-heldout against what "
         "the variant was derived from (its provenance parent), the share kept, and the guard it was held to.\n",
         _table(rows + teacher_rows),
-        _not_shipped(guards, _json(ctx.work / "speed-guards.json") or {}),
+        _not_shipped(guards, _json(ctx.work / "speed-guards.json") or {}, _unbuilt(ctx)),
         _versus_parent(results, timing, variant_ids),
         _cheap_point(results, timing, variant_ids),
         _set_notes(reports),
-        _alternates(results, guards),
+        _alternates(results, guards, {v.id for v in zoo.variants}),
         _how_built(ctx),
         _compression(ctx, zoo),
         _int8(ctx),
@@ -206,7 +206,13 @@ places. Build decisions were taken on the tune split (training images kept back)
 """
 
 
-def _not_shipped(guards: dict[str, Any], speed: dict[str, Any]) -> str:
+def _unbuilt(ctx: BuildContext) -> list[str]:
+    """The compression stages this work folder never ran (a partial rebuild: their siblings were not remade)."""
+    ran = _json(ctx.work / "durations.json") or {}
+    return [stage for stage in ("prune", "lowrank", "binary") if stage not in ran]
+
+
+def _not_shipped(guards: dict[str, Any], speed: dict[str, Any], unbuilt: list[str]) -> str:
     """What the factory built and its guards kept out of the zoo, each with the numbers that decided it."""
     rows = []
     for vid, verdict in {**guards, **speed}.items():
@@ -223,38 +229,51 @@ def _not_shipped(guards: dict[str, Any], speed: dict[str, Any]) -> str:
         else:
             why = (
                 f"accuracy: {verdict['map50_95']:.3f} against `{verdict['against']}`'s "
-                f"{verdict['parent_map50_95']:.3f}, {verdict['kept']:.2f}x ({verdict['guard']})"
+                f"{verdict['parent_map50_95']:.3f}, {verdict['kept']:.3f}x ({verdict['guard']})"
             )
         rows.append(f"| `{vid}` | {why} |")
+    note = (
+        f"\nNot rebuilt by this build (stages not run in its work folder: {', '.join(unbuilt)}): their siblings "
+        "were not remade, and the verdicts of the last build that ran them stand (this file's git history keeps "
+        "that build's table).\n"
+        if unbuilt
+        else ""
+    )
     if not rows:
-        return ""
+        return note and "\n## Built, not shipped\n" + note
     return (
         "\n## Built, not shipped\n\nThe factory made these and held them to their guards on family-heldout (or to "
         "the int8 cost rule in the same profile run); they failed, and the zoo does not carry them:\n\n"
-        "| variant | why |\n|---|---|\n" + "\n".join(rows) + "\n"
+        "| variant | why |\n|---|---|\n" + "\n".join(rows) + "\n" + note
     )
 
 
-def _alternates(results: Results, guards: dict[str, Any]) -> str:
+def _alternates(results: Results, guards: dict[str, Any], shipped: set[str]) -> str:
     rows = []
     for (name, eval_set), r in results.items():
         if "@" in name and eval_set == "family-heldout":
-            verdict = guards.get(name, {})
+            verdict, vid = guards.get(name, {}), name.split("@")[0]
+            fate = "shipped" if verdict.get("passed") else "not shipped"
+            if vid not in shipped:
+                fate = "not shipped (its variant is not)"
             rows.append(
-                f"| `{name.split('@')[0]}` | {name.split('@')[1]} | {r.map50_95:.3f} / {r.map50:.3f} | "
-                f"{verdict.get('drop', float('nan')):+.3f} ({verdict.get('guard', '?')}) | "
-                f"{'shipped' if verdict.get('passed') else 'not shipped'} |"
+                f"| `{vid}` | {name.split('@')[1]} | {r.map50_95:.3f} / {r.map50:.3f} | "
+                f"{verdict.get('drop', float('nan')):+.3f} ({verdict.get('guard', '?')}) | {fate} |"
             )
     if not rows:
         return ""
     return (
-        "\n## Other engines' files (LiteRT)\n\nThe TFLite files beside some ONNX ones, on family-heldout through "
-        "LiteRT (XNNPACK), against the variant's own ONNX file:\n\n| variant | engine | mAP50-95 / mAP50 | drop "
-        "(guard) | |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+        "\n## Other engines' files\n\nEach variant's files for the engines it is not opened on here, on "
+        "family-heldout. An int8 variant's two files are quantized by two tools (ONNX Runtime QDQ, PT2E for LiteRT), "
+        "so each is held to the int8 guard against the float parent; any other file against the variant's own "
+        "figure above:\n\n| variant | engine | mAP50-95 / mAP50 | drop (guard) | |\n|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n"
     )
 
 
 def _how_built(ctx: BuildContext) -> str:
+    from edged.factory.tflite import Finetune
     from edged.factory.train.family import (
         BINARY_TRAINING,
         LOWRANK_TRAINING,
@@ -307,7 +326,9 @@ nothing like BatchNorm is left to steady a fused network), {cfg.warmup_epochs} w
 **Siblings**, each distilled from the fine-tuned parent (all classes) on top of the labels: ReLU sibling
 {RELU_TRAINING.epochs} epochs; pruned {PRUNE_TRAINING.epochs} epochs per ratio; low-rank {LOWRANK_TRAINING.epochs}
 epochs; binary {BINARY_TRAINING.epochs} epochs (lr {BINARY_TRAINING.lr}). int8 by `edged zoo build --technique
-int8` (ONNX Runtime QDQ) on the ONNX files, and by PT2E for the TFLite files.
+int8` (ONNX Runtime QDQ) on the ONNX files; for the TFLite files by PT2E (litert-torch's quantizer), calibrated
+on the 128 calibration images, then {Finetune().epochs} epochs with the quantizer in the loop on them and their
+mirrors, distilled from the float file (`edged.factory.tflite.Finetune`).
 
 Build time on this 2-core CPU (shared with other work): {minutes or "see out/zoo-build/durations.json"}.
 """
@@ -323,7 +344,7 @@ def _compression(ctx: BuildContext, zoo: Zoo) -> str:
             f"| {p['ratio']:.0%} | {p['params'] / 1e3:.0f} K | {p['macs'] / 1e6:.0f} M |" for p in pruned.values()
         )
         parts.append(
-            "\n## Pruning\n\nThe ReLU sibling's free channels (inside a block, tied to nothing else: "
+            "\n## Pruning\n\nThe fine-tuned parent's free channels (inside a block, tied to nothing else: "
             "edged.factory.train.prune), chosen on real activations, each removed channel's mean kept in its "
             "readers' biases, channel counts in multiples of 8: channels are physically removed, so the ONNX is a "
             f"smaller dense network.\n\n| ratio | params | MACs at 416 |\n|---|---|---|\n{rows}\n"

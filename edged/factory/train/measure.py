@@ -140,10 +140,19 @@ def eval_sets(ctx: BuildContext) -> dict[str, tuple[Path, list[str] | None]]:
     }
 
 
-def evaluate_all(zoo: Zoo, variant_ids: list[str], sets: dict[str, tuple[Path, list[str] | None]]) -> list[EvalReport]:
+def evaluate_all(
+    zoo: Zoo,
+    variant_ids: list[str],
+    sets: dict[str, tuple[Path, list[str] | None]],
+    device_class: str | None = None,
+) -> list[EvalReport]:
+    """Each variant on every set, on the engine its profile for `device_class` measured fastest (the one edged
+    opens there)."""
     reports = []
     for variant_id in variant_ids:
-        detector = zoo.open_detector(variant_id, EngineOptions(threads=THREADS), PostprocessOptions.for_evaluation())
+        detector = zoo.open_detector(
+            variant_id, EngineOptions(threads=THREADS), PostprocessOptions.for_evaluation(), device_class
+        )
         try:
             for folder, classes in sets.values():
                 reports.append(evaluate(detector, open_eval_set(folder), variant_id, classes, progress=False))
@@ -154,43 +163,48 @@ def evaluate_all(zoo: Zoo, variant_ids: list[str], sets: dict[str, tuple[Path, l
 
 
 def measure_family(ctx: BuildContext, command: str) -> None:
-    """Evaluate every variant (and the teachers) on every set, hold each compressed variant to its guard (one
-    that fails is removed from the zoo, and the card says so), profile everything in one run, record, report."""
+    """Profile every variant and the teachers in one run; evaluate each variant on every set on the engine that
+    run found fastest (the one edged opens on this device class), and its other files on family-heldout; hold
+    each compressed variant to its accuracy guard and each int8 one to its cost rule (one that fails is removed
+    from the zoo, and the card says so); record, report."""
     from edged.factory.train.card import write_model_card
     from edged.factory.train.family import REPO_ROOT
     from edged.zoo.profile import ProfileReport, record_accuracy, record_profiles
 
     family = load_zoo(ctx.out)
     reference = reference_zoo(ctx.shared, REPO_ROOT)
-    sets = eval_sets(ctx)
-    ids = [v.id for v in family.variants]
-    reports = evaluate_all(family, ids, sets) + evaluate_all(reference, list(TEACHERS), sets)
-    reports += evaluate_alternates(family, sets["family-heldout"][0])
-    (ctx.work / "eval-results.json").write_text(json.dumps([r.model_dump() for r in reports], indent=2))
-
-    verdicts = with_orphans(family, guard_verdicts(family, reports))
-    (ctx.work / "guards.json").write_text(json.dumps(verdicts, indent=2))
-    family = drop_failed(family, [v for v, verdict in verdicts.items() if not verdict["passed"]])
-    ids = [v.id for v in family.variants]
-
     combined = combined_zoo(family, reference, ctx.work / "profile-zoo")
     profile = run_edged(
         "zoo", "profile", "--zoo", str(combined), "--runs", str(PROFILE_RUNS), "--threads", str(THREADS),
         "--no-save", "--json", capture_json=True,
     )  # fmt: skip
     (ctx.work / "profile.json").write_text(json.dumps(profile, indent=2))
-
     report = ProfileReport.model_validate(profile)
+    ids = [v.id for v in family.variants]
+    family = record_profiles(family, report.model_copy(update={"variants": _of(report, ids)}))
+
+    sets = eval_sets(ctx)
+    reports = evaluate_all(family, ids, sets, report.device_class) + evaluate_all(reference, list(TEACHERS), sets)
+    reports += evaluate_other_files(family, sets["family-heldout"][0], report.device_class)
+    (ctx.work / "eval-results.json").write_text(json.dumps([r.model_dump() for r in reports], indent=2))
+
+    verdicts = with_orphans(family, guard_verdicts(family, reports))
+    (ctx.work / "guards.json").write_text(json.dumps(verdicts, indent=2))
+    family = drop_failed(family, [v for v, verdict in verdicts.items() if not verdict["passed"]])
     speed = with_orphans(family, speed_verdicts(family, report))
     (ctx.work / "speed-guards.json").write_text(json.dumps(speed, indent=2))
     family = drop_failed(family, [v for v, verdict in speed.items() if not verdict["passed"]])
     ids = [v.id for v in family.variants]
-    mine = report.model_copy(update={"variants": [v for v in report.variants if v.variant in ids]})
-    family = record_profiles(family, mine)
     heldout = [r for r in reports if r.eval_set == "family-heldout" and r.variant in ids]
     family = record_accuracy(family, heldout, report.device_class)
     run_edged("zoo", "report", "--zoo", str(ctx.out), "--out", str(ctx.out / "report"))
-    write_model_card(ctx, family, reports, report, command)
+    write_model_card(
+        ctx, family, reports, report.model_copy(update={"variants": _of(report, [*ids, *TEACHERS])}), command
+    )
+
+
+def _of(report: ProfileReport, ids: list[str]) -> list[Any]:
+    return [v for v in report.variants if v.variant in ids]
 
 
 def rewrite_card(ctx: BuildContext, command: str) -> None:
@@ -207,12 +221,16 @@ def rewrite_card(ctx: BuildContext, command: str) -> None:
     write_model_card(ctx, load_zoo(ctx.out), reports, profile, command)
 
 
-def evaluate_alternates(zoo: Zoo, heldout: Path) -> list[EvalReport]:
-    """Each variant's other files (TFLite) on the held-out set, reported as `<variant>@<engine>`."""
+def evaluate_other_files(zoo: Zoo, heldout: Path, device_class: str) -> list[EvalReport]:
+    """Each variant's files for the engines it is not opened on here, on the held-out set, reported as
+    `<variant>@<engine>`: every file that ships is held to a guard, not only the one this machine runs."""
     reports = []
     for variant in zoo.variants:
-        for alternate in variant.alternates:
-            runtime = DEFAULT_RUNTIME[alternate.format]
+        chosen = zoo.runtime_for(variant, device_class=device_class)
+        for model_file in variant.model_files:
+            runtime = DEFAULT_RUNTIME[model_file.format]
+            if RUNTIME_FORMAT[chosen] == model_file.format:
+                continue
             detector = zoo.open_detector(
                 variant.id, EngineOptions(threads=THREADS), PostprocessOptions.for_evaluation(), runtime=runtime
             )
@@ -236,11 +254,22 @@ def guard_verdicts(zoo: Zoo, reports: list[EvalReport]) -> dict[str, dict[str, A
         if guard is None or variant.id not in heldout or against not in heldout:
             continue
         verdicts[variant.id] = _verdict(against, heldout[against], heldout[variant.id], guard)
-    for name, score in heldout.items():  # another engine's file of a variant: as accurate as the variant's own
+    for name, score in heldout.items():  # a variant's file for another engine
         if "@" in name:
-            vid = name.split("@")[0]
-            verdicts[name] = _verdict(vid, heldout[vid], score, ALTERNATE_GUARD)
+            verdicts[name] = _other_file_verdict(zoo.variant(name.split("@")[0]), score, heldout)
     return verdicts
+
+
+def _other_file_verdict(variant: Any, score: float, heldout: dict[str, float]) -> dict[str, Any]:
+    """An int8 variant's other file is held to the variant's own guard against the same float parent (an int8
+    TFLite and an int8 ONNX are each quantized by their own tool, and each must keep what int8 may lose); any
+    other file must be as accurate as the variant's chosen one."""
+    from edged.factory.train.family import GUARDS
+
+    parent = variant.provenance.parent
+    if "int8" in variant.technique and variant.id in GUARDS and parent in heldout:
+        return _verdict(parent, heldout[parent], score, GUARDS[variant.id])
+    return _verdict(variant.id, heldout[variant.id], score, ALTERNATE_GUARD)
 
 
 def with_orphans(zoo: Zoo, verdicts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -299,11 +328,17 @@ def speed_verdicts(zoo: Zoo, report: ProfileReport) -> dict[str, dict[str, Any]]
 
 
 def drop_failed(zoo: Zoo, failed: list[str]) -> Zoo:
-    """The zoo without the variants (and other-engine files, `id@engine`) that failed their guard."""
+    """The zoo without the variants (and other-engine files, `id@engine`) that failed their guard. A variant whose
+    own (first) file failed goes whole: the manifest cannot carry a variant without it."""
     from edged.zoo.manifest_writer import save_zoo
 
     if not failed:
         return zoo
+    for name in [f for f in failed if "@" in f]:
+        vid, runtime = name.split("@")
+        if RUNTIME_FORMAT[runtime] == zoo.variant(vid).format:  # type: ignore[index]
+            print(f"guard: {vid}'s own {zoo.variant(vid).format} file failed: the variant goes", flush=True)
+            failed = [*failed, vid]
     variants = []
     for variant in zoo.variants:
         lost = {f.split("@")[1] for f in failed if f.startswith(variant.id + "@")}
