@@ -195,3 +195,27 @@ def test_an_int8_variant_no_faster_than_its_parent_is_dominated(shared: Path, tm
     assert (points["float-int8"].dominated is not None) == dominated
     if dominated:
         assert "is not below its float parent float's 5.00 ms" in why
+
+
+def test_where_the_measured_fastest_engine_is_not_installed_the_fastest_installed_one_opens(
+    two_engine_zoo: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A zoo profiled where LiteRT was fastest, opened where it is not installed (a wheel without [tflite]): the
+    fastest engine measured among the installed ones opens, not an error about a missing package."""
+    import edged.zoo.manifest as manifest
+    from edged.zoo.manifest import LatencyProfile
+    from edged.zoo.manifest_writer import replace_variant, save_zoo, with_profile
+
+    zoo = load_zoo(two_engine_zoo)
+    engines = {"litert": 1.0, "onnxruntime": 2.0, "litert-no-xnnpack": 5.0}
+    measured = {r: LatencyProfile(p50_ms=ms, p95_ms=ms, threads=2, runs=10) for r, ms in engines.items()}
+    variant = with_profile(zoo.variant("fastestdet"), DEVICE, engine="litert", engines=measured)
+    zoo = save_zoo(zoo, replace_variant(zoo.manifest, variant))
+    assert zoo.runtime_for(zoo.variant("fastestdet"), device_class=DEVICE) == "litert"
+
+    monkeypatch.setattr(manifest, "runtime_missing", lambda r: None if r == "onnxruntime" else "not installed")
+    detector = zoo.open_detector("fastestdet", device_class=DEVICE)
+    try:
+        assert detector.engine.runtime == "onnxruntime"
+    finally:
+        detector.close()

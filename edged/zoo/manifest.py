@@ -18,7 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from edged.errors import ConfigError, EdgedError, ModelError
 from edged.vision.decoders import AnyDecoderSpec, DecoderMismatch
 from edged.vision.detector import Detector, InputMismatch
-from edged.vision.engines import DEFAULT_RUNTIME, RUNTIME_FORMAT, EngineOptions, ModelFormat, Runtime
+from edged.vision.engines import (
+    DEFAULT_RUNTIME,
+    RUNTIME_FORMAT,
+    EngineOptions,
+    ModelFormat,
+    Runtime,
+    runtime_missing,
+)
 from edged.vision.postprocess import PostprocessOptions
 from edged.vision.preprocess import InputSpec
 from edged.yamlfile import Problem, YamlDocument, format_loc, load_yaml
@@ -223,8 +230,9 @@ class Zoo:
         )
 
     def runtime_for(self, variant: Variant, wanted: str = "auto", device_class: str | None = None) -> Runtime:
-        """The engine to open `variant` on: the one asked for; else the one its profile for `device_class` measured
-        fastest; else the usual engine of its first file."""
+        """The engine to open `variant` on: the one asked for; else the fastest its profile for `device_class`
+        measured among the engines installed here (a Pi without the [tflite] extra runs the ONNX file, not an
+        error); else the usual engine of its first file."""
         if wanted != "auto":
             if wanted not in variant.runtimes:
                 raise EdgedError(
@@ -234,7 +242,11 @@ class Zoo:
             return next(r for r in variant.runtimes if r == wanted)
         profile = variant.profiles.get(device_class) if device_class else None
         if profile is not None and profile.engine is not None and profile.engine in variant.runtimes:
-            return profile.engine
+            measured = {profile.engine: profile.latency.p50_ms if profile.latency else 0.0}
+            measured.update({r: figures.p50_ms for r, figures in profile.engines.items() if r in variant.runtimes})
+            usable = [r for r in sorted(measured, key=lambda r: measured[r]) if runtime_missing(r) is None]
+            if usable:
+                return usable[0]
         return DEFAULT_RUNTIME[variant.format]
 
     def open_detector(
