@@ -485,7 +485,7 @@ def image_tensors(files: list[Path], batch: int, size: int) -> Iterator[Tensor]:
 # int8 of the ReLU sibling (ONNX Runtime, --ops all: int8 from the first convolution's output to the decoding).
 # The convolution on the pixels stays float: in int8 (3 input channels) the whole net ran slower on the 2-vCPU
 # Xeon (`edged zoo build ... --float-first-conv no --force`, then `edged zoo profile`: exploratory, not recorded).
-# The pruned siblings have none until one passes its accuracy guard (MODEL_CARD.md, "Built, not shipped").
+# The pruned siblings have none: they are pruned from the SiLU parent, and SiLU int8 loses too much (TFLITE_INT8).
 INT8_PARENTS = ("yolox-relu-416", "yolox-relu-320", "yolox-relu-256")
 RELU_SIZES = (416, 320, 256)
 # TFLite forms shipped beside the ONNX (LiteRT + XNNPACK: what phones and Pis run best). A TFLite file has one input
