@@ -60,11 +60,11 @@ def export_tflite(
     path: Path,
     input_size: tuple[int, int],
     calibration: Iterable[Tensor] | None = None,
-    finetune: Finetune | None = None,
+    finetune: Finetune = Finetune(),
 ) -> Path:
     """Write `model` (decoded in-graph, as export_onnx does) as a .tflite for one input size (width, height):
     float32, or full int8 calibrated on `calibration` batches when given, then fine-tuned with the quantizer in
-    the loop when `finetune` says how."""
+    the loop as `finetune` says (0 epochs: calibration only)."""
     litert_torch = _litert_torch()
     width, height = input_size
     example = (torch.zeros(1, 3, height, width),)
@@ -83,23 +83,22 @@ def export_tflite(
     return path
 
 
-def _quantize(model: nn.Module, images: Tensor, finetune: Finetune | None) -> tuple[Any, nn.Module]:
+def _quantize(model: nn.Module, images: Tensor, finetune: Finetune) -> tuple[Any, nn.Module]:
     """The head outputs (`_HeadOutputs`) in int8 by PT2E: per-channel symmetric weights, activations observed on
-    `images`, then fine-tuned when asked. int8 ends at the head's last convolutions: each of their outputs keeps
+    `images`, then fine-tuned. int8 ends at the head's last convolutions: each of their outputs keeps
     its own scale, and everything after them (sigmoids, the box / score concatenation, the box decoding) runs in
     float."""
     from torchao.quantization.pt2e import quantize_pt2e
 
-    qat = finetune is not None
-    quantizer = _quantizer(qat)
+    quantizer = _quantizer()
     network = _HeadOutputs(copy.deepcopy(model)).eval()  # the exported graph trains the module's own tensors
     batch = torch.export.Dim("batch", max=max(64, len(images)))
     graph = torch.export.export(network, (images[:2],), dynamic_shapes=({0: batch},)).module()
-    prepared = (quantize_pt2e.prepare_qat_pt2e if qat else quantize_pt2e.prepare_pt2e)(graph, quantizer)
+    prepared = quantize_pt2e.prepare_qat_pt2e(graph, quantizer)
     with torch.no_grad():
         for chunk in images.split(8):
             prepared(chunk)
-    if finetune is not None:
+    if finetune.epochs:
         _finetune(prepared, _HeadOutputs(model).eval(), torch.cat([images, images.flip(3)]), finetune)
     return quantizer, quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
 
@@ -135,9 +134,9 @@ def _distance(outputs: tuple[Tensor, ...], targets: list[Tensor]) -> Tensor:
     return loss
 
 
-def _quantizer(qat: bool) -> Any:
-    """litert-torch's PT2E quantizer: per-channel symmetric int8 weights, per-tensor affine int8 activations
-    (histogram observers, or moving min / max with fake quantization for fine-tuning)."""
+def _quantizer() -> Any:
+    """litert-torch's PT2E quantizer for training: per-channel symmetric int8 weights, per-tensor affine int8
+    activations (moving min / max, fake-quantized)."""
     from litert_torch.quantize import pt2e_quantizer
 
     class WithoutBatchNorm(pt2e_quantizer.PT2EQuantizer):  # type: ignore[misc]
@@ -147,7 +146,7 @@ def _quantizer(qat: bool) -> Any:
 
         STATIC_QAT_ONLY_OPS: ClassVar[list[str]] = []
 
-    config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_qat=qat)
+    config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_qat=True)
     return WithoutBatchNorm().set_global(config)
 
 

@@ -242,10 +242,9 @@ class Zoo:
             return next(r for r in variant.runtimes if r == wanted)
         profile = variant.profiles.get(device_class) if device_class else None
         if profile is not None and profile.engine is not None and profile.engine in variant.runtimes:
-            measured = {profile.engine: profile.latency.p50_ms if profile.latency else 0.0}
-            measured.update({r: figures.p50_ms for r, figures in profile.engines.items() if r in variant.runtimes})
-            usable = [r for r in sorted(measured, key=lambda r: measured[r]) if runtime_missing(r) is None]
-            if usable:
+            measured = {r: figures.p50_ms for r, figures in profile.engines.items() if r in variant.runtimes}
+            ranked = sorted(measured, key=measured.__getitem__) or [profile.engine]
+            if usable := [r for r in ranked if runtime_missing(r) is None]:
                 return usable[0]
         return DEFAULT_RUNTIME[variant.format]
 

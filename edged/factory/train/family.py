@@ -412,8 +412,7 @@ def export_tflite_alternates(ctx: BuildContext) -> None:
         probe = check_images(ctx, size)
         model = from_exported(ctx.out / source, probe)
         calibration = calibration_tensors(ctx, CALIBRATION_IMAGES, 8, size) if int8 else None
-        finetune = Finetune(seed=SEED) if int8 else None
-        path = export_tflite(model, ctx.out / f"{vid}.tflite", (size, size), calibration, finetune)
+        path = export_tflite(model, ctx.out / f"{vid}.tflite", (size, size), calibration, Finetune(seed=SEED))
         try:
             check = require_agreement(model, path, "tflite", probe, INT8_TOLERANCE if int8 else FLOAT_TOLERANCE)
         except ModelError as exc:
