@@ -83,6 +83,19 @@ def test_parent_file_is_referenced_not_copied(built, coco_zoo):
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".onnx") == [f"{CHILD}.onnx"]
 
 
+def test_a_parent_with_files_for_other_engines_is_referenced_with_all_of_them(tmp_path: Path):
+    """Found building the family's ReLU sibling (ONNX + TFLite) into a new zoo: its TFLite file was listed by name
+    alone, and the new zoo.yaml did not load ('model file not found')."""
+    from edged.factory.factory import _parent_entry
+
+    family = load_zoo(Path(__file__).resolve().parents[1] / "model_zoo")
+    parent = next(v for v in family.variants if v.alternates)
+    listed = _parent_entry(None, family, parent, tmp_path)
+    assert [(tmp_path / f.file).resolve() for f in listed.model_files] == [
+        family.file_of(parent, f) for f in parent.model_files
+    ]
+
+
 def test_int8_variant_loads_and_finds_the_people_fp32_finds(built, val_dev: Path):
     zoo = load_zoo(built[0])
     image = cv2.imread(str(val_dev / "images" / f"{PEOPLE_IMAGE}.jpg"))

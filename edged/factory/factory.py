@@ -287,7 +287,13 @@ def _parent_entry(out_manifest: Manifest | None, source: Zoo, parent: Variant, o
     for existing in out_manifest.variants if out_manifest else []:
         if existing.id == parent.id:
             return existing
-    update: dict[str, object] = {"file": _reference(source.file_of(parent), out.resolve())}
+    update: dict[str, object] = {
+        "file": _reference(source.file_of(parent), out.resolve()),
+        "alternates": [  # its files for other engines, referenced the same way
+            a.model_copy(update={"file": _reference(source.file_of(parent, a), out.resolve())})
+            for a in parent.alternates
+        ],
+    }
     if parent.labels is not None:
         update["labels"] = _own_labels(source, parent)
     return parent.model_copy(update=update)

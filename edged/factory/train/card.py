@@ -326,9 +326,11 @@ nothing like BatchNorm is left to steady a fused network), {cfg.warmup_epochs} w
 **Siblings**, each distilled from the fine-tuned parent (all classes) on top of the labels: ReLU sibling
 {RELU_TRAINING.epochs} epochs; pruned {PRUNE_TRAINING.epochs} epochs per ratio; low-rank {LOWRANK_TRAINING.epochs}
 epochs; binary {BINARY_TRAINING.epochs} epochs (lr {BINARY_TRAINING.lr}). int8 by `edged zoo build --technique
-int8` (ONNX Runtime QDQ) on the ONNX files; for the TFLite files by PT2E (litert-torch's quantizer), calibrated
-on the 128 calibration images, then {Finetune().epochs} epochs with the quantizer in the loop on them and their
-mirrors, distilled from the float file (`edged.factory.tflite.Finetune`).
+int8` (ONNX Runtime QDQ) on the ONNX files; for the TFLite files by PT2E (litert-torch's quantizer): the ReLU
+sibling's channel ranges equalized across layers (`edged.factory.equalize`, the same function), calibrated on the
+128 calibration images, then {Finetune().epochs} epochs with the quantizer in the loop on them and their mirrors,
+distilled from the float file (`edged.factory.tflite.Finetune`). The float TFLite files keep their weights in
+float16 (half the size; XNNPACK computes in float32).
 
 Build time on this 2-core CPU (shared with other work): {minutes or "see out/zoo-build/durations.json"}.
 """
@@ -353,9 +355,9 @@ def _compression(ctx: BuildContext, zoo: Zoo) -> str:
     if layers:
         kept = sum(f["energy_kept"] for f in layers) / len(layers)
         parts.append(
-            f"\n## Low rank\n\n{len(layers)} 1x1 convolutions of the ReLU sibling split into in -> r -> out pairs, "
-            f"r = {LOWRANK_RATIO} x min(in, out) rounded up to a multiple of 8 (only where that saves >= 25 % of the "
-            "layer's multiplies), fitted to the layers' responses on 128 training crops (the top-r principal "
+            f"\n## Low rank\n\n{len(layers)} 1x1 convolutions of the fine-tuned parent split into in -> r -> out "
+            f"pairs, r = {LOWRANK_RATIO} x min(in, out) rounded up to a multiple of 8 (only where that saves >= 25 % "
+            "of the layer's multiplies), fitted to the layers' responses on 128 training crops (the top-r principal "
             f"components of each output; mean share of response variance kept {kept:.2f}), then distilled.\n"
         )
     binary = [v for v in zoo.variants if "binary" in v.technique]

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edged.errors import ModelError
+from edged.factory.equalize import Chain
 
 STRIDES = (8, 16, 32)
 MAX_LOG_PROBABILITY = -1e-6  # keeps log(1 - p) finite when objectness and class are both certain
@@ -218,6 +219,31 @@ class YoloxNano(nn.Module):
     def levels(self, x: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
         return self.head(self.neck(self.backbone(x)))
 
+    def equalization_chains(self) -> list[Chain]:
+        """The convolutions whose output feeds only other convolutions, with those consumers: where cross-layer
+        range equalization may rescale channels (edged.factory.equalize). Outputs that also feed a residual sum,
+        a concatenation or the neck are left out: each of their readers would need the same rescaling. Empty
+        unless the activations are ReLU (the identity needs it)."""
+        if not all(isinstance(m, nn.ReLU) for m in self.modules() if isinstance(m, nn.SiLU | nn.ReLU | SiluToRelu)):
+            return []
+        backbone, head = self.backbone, self.head
+        stem = backbone.stem.conv if isinstance(backbone.stem, Focus) else backbone.stem
+        chains = [
+            Chain(stem, (_depthwise_of(backbone.dark2[0]),)),
+            Chain(cast(CSPLayer, backbone.dark2[1]).conv3, (_depthwise_of(backbone.dark3[0]),)),
+        ]
+        for module in self.modules():
+            if isinstance(module, DWConv):
+                chains.append(Chain(module[0], (_child(module[1], 0),)))
+            elif isinstance(module, Bottleneck):
+                chains.append(Chain(module.conv1, (_depthwise_of(module.conv2),)))
+        for k, stem in enumerate(head.stems):
+            cls_convs, reg_convs = head.cls_convs[k], head.reg_convs[k]
+            chains.append(Chain(stem, (_depthwise_of(_child(cls_convs, 0)), _depthwise_of(_child(reg_convs, 0)))))
+            for branch in (cls_convs, reg_convs):
+                chains.append(Chain(_child(_child(branch, 0), 1), (_depthwise_of(_child(branch, 1)),)))
+        return chains
+
     def forward(self, x: Tensor) -> Tensor:
         """[B, N, 4 + C]: (dx, dy, log w, log h) in strides from the cell centre, then class logits."""
         return _flatten([(_centred(box), _product_logit(obj, cls)) for box, obj, cls in self.levels(x)])
@@ -241,6 +267,16 @@ class YoloxNano(nn.Module):
             wh = torch.exp(box[:, 2:4].clamp(max=MAX_LOG_SIZE)) * stride
             outputs.append(torch.cat([cx, cy, wh, obj.sigmoid() * cls.sigmoid()], dim=1).flatten(2))
         return torch.cat(outputs, dim=2)
+
+
+def _child(sequence: nn.Module, index: int) -> nn.Module:
+    return cast(nn.Sequential, sequence)[index]
+
+
+def _depthwise_of(block: nn.Module) -> nn.Module:
+    """A DWConv's depthwise convolution."""
+    assert isinstance(block, DWConv)
+    return _child(_child(block, 0), 0)
 
 
 def _centred(box: Tensor) -> Tensor:
