@@ -18,9 +18,9 @@ from edged.zoo.manifest import load_zoo
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_ZOO = ROOT / "model_zoo"
 DEMO_CLIP = ROOT / "edged" / "demo" / "vtest_10s.mp4"
-# The compressions the factory ships only where their guards pass are not required here (low-rank and binary have
-# not passed: MODEL_CARD.md, "Built, not shipped"); these are in every build of this family.
-TECHNIQUES_REQUIRED = {"fine-tuned", "distilled", "pruned", "int8"}
+# Every compression the family is built to cover. Each ships only where its guard passes (MODEL_CARD.md, "Built,
+# not shipped"), so a build whose guards turn one away fails here.
+TECHNIQUES_REQUIRED = {"fine-tuned", "distilled", "pruned", "low-rank", "int8", "binary"}
 SIZE_LIMIT = 25 * 1000 * 1000
 # The family's scores are IoU-aware (trained towards the overlap of the box, not towards 1), so they run lower
 # than a COCO model's confidences: 0.25 here is about what 0.35 is for those.
@@ -97,8 +97,10 @@ def test_every_variant_opens_and_finds_people_on_the_demo_clip(zoo, demo_frame: 
             assert labels.count("person") >= 2, f"{v.id} on {runtime}: found {labels} on a frame with pedestrians"
 
 
-def test_binary_variant_is_at_least_10x_smaller_than_its_fp32_parent(zoo) -> None:
-    for v in zoo.variants:
-        if "binary" in v.technique:
-            parent = zoo.variant(v.provenance.parent)
-            assert zoo.file_of(parent).stat().st_size >= 10 * zoo.file_of(v).stat().st_size
+def test_binary_variant_is_at_least_4x_smaller_than_its_fp32_parent(zoo) -> None:
+    """82 % of its weights are 1 bit and the rest float32: about 6.6 bits a weight, 4.9x smaller at best."""
+    binary = [v for v in zoo.variants if "binary" in v.technique]
+    assert binary
+    for v in binary:
+        parent = zoo.variant(v.provenance.parent)
+        assert parent.format == "onnx" and zoo.file_of(parent).stat().st_size >= 4 * zoo.file_of(v).stat().st_size

@@ -84,7 +84,8 @@ def test_finetuning_brings_the_int8_model_closer_to_its_float_parent_on_unseen_i
     target = outputs(str(prepared), held_out, input_name)
     before = float(np.mean((outputs(model, held_out, input_name) - target) ** 2))
     teacher = _session_factory(2)(onnx.load(str(prepared)).SerializeToString())
-    report = qat.finetune(teacher, model, training, input_name, weight_range(RECIPE), epochs=3, progress=False)
+    # 2 epochs: the held-out error falls to 0.76x (3 epochs: 0.67x, at half as long again)
+    report = qat.finetune(teacher, model, training, input_name, weight_range(RECIPE), epochs=2, progress=False)
     after = float(np.mean((outputs(model, held_out, input_name) - target) ** 2))
     assert report.loss_after < report.loss_before  # on the training images
     assert after < 0.85 * before, (before, after)  # and on street photos it never saw

@@ -245,6 +245,53 @@ def test_a_binarised_sibling_gets_batchnorms_that_start_at_the_float_layers_stat
     assert agreement.within(box_px=0.5, score=1e-3)  # float16 scales in the file
 
 
+def test_a_binary_scope_leaves_the_layers_outside_it_float(family_parent, image):
+    from edged.factory.train.binary import BinaryConv2d, binarize_with_batchnorm, binary_share
+
+    model = copy.deepcopy(family_parent).fuse_focus()
+    binary = binarize_with_batchnorm(model, [_tensor(image)], pointwise_only=True, scope=("backbone.dark5", "neck"))
+    names = [name for name, m in binary.named_modules() if isinstance(m, BinaryConv2d)]
+    assert names and all(name.startswith(("backbone.dark5", "neck")) for name in names)
+    assert not isinstance(binary.backbone.dark2[0][1][0], torch.nn.Sequential)  # outside: untouched, no BatchNorm
+    assert 0.5 < binary_share(binary) < 1.0
+
+
+def test_recalibration_measures_the_batchnorms_for_the_signs_the_model_holds(family_parent, image):
+    from edged.factory.train.binary import binarize_with_batchnorm, recalibrate_batchnorm
+
+    x = _tensor(image)
+    binary = binarize_with_batchnorm(copy.deepcopy(family_parent).fuse_focus(), [x], pointwise_only=True)
+    pair = binary.neck.c3_n4.conv3[0]
+    seen = []
+    handle = pair[0].register_forward_hook(lambda m, _, out: seen.append(out.detach()))
+    recalibrate_batchnorm(binary, [x])
+    handle.remove()
+    torch.testing.assert_close(pair[1].running_mean, seen[0].mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-4)
+    assert not binary.training and pair[1].momentum == 0.1  # back in eval mode, its momentum restored
+    kept = pair[1].running_mean.clone()
+    with pytest.raises(ValueError, match="no images"):
+        recalibrate_batchnorm(binary, [])
+    assert torch.equal(pair[1].running_mean, kept)  # refused before touching what it had
+
+
+def test_the_sensitivity_sweep_offers_every_pointwise_layer_but_the_first_and_the_predictors(family_parent):
+    from edged.factory.train.binary_sensitivity import candidate_layers
+
+    model = copy.deepcopy(family_parent).fuse_focus()
+    layers = candidate_layers(model)
+    modules = dict(model.named_modules())
+    assert len(layers) == 73 and all(modules[name].groups == 1 for name in layers)
+    excluded = {id(model.first_layer()), *(id(c) for c in model.head.predictors())}
+    assert not excluded & {id(modules[name]) for name in layers}
+
+
+def test_the_sensitivity_sweep_names_the_missing_tune_split(tmp_path):
+    from edged.factory.train.binary_sensitivity import main
+
+    with pytest.raises(SystemExit, match=r"family-tune is missing: run the family build's data stage"):
+        main(["--work", str(tmp_path)])
+
+
 def test_the_family_build_names_what_is_missing_from_a_wrong_shared_folder(tmp_path, capsys):
     from edged.factory.train.family import main
 

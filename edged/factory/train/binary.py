@@ -58,14 +58,21 @@ class BinaryConv2d(nn.Conv2d):
         return self._conv_forward(x, binarize_weight(self.weight), self.bias)
 
 
-def binarize(model: Model, pointwise_only: bool = False) -> Model:
-    """Swap every convolution but the first layer and the predictors (`model.first_layer()`,
-    `model.head.predictors()`) for a BinaryConv2d, in place. `pointwise_only` keeps depthwise filters float: 9
-    weights per channel carry too little to survive a sign, and they are a sliver of a separable net's weights."""
+def binarize(model: Model, pointwise_only: bool = False, scope: tuple[str, ...] = ("",)) -> Model:
+    """Swap every convolution inside `scope` (module-name prefixes; all by default) but the first layer and the
+    predictors (`model.first_layer()`, `model.head.predictors()`) for a BinaryConv2d, in place. `pointwise_only`
+    keeps depthwise filters float: 9 weights per channel carry too little to survive a sign, and they are a sliver
+    of a separable net's weights."""
     keep = {id(cast(Any, model).first_layer()), *(id(c) for c in cast(Any, model).head.predictors())}
-    for parent in list(model.modules()):
+    for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is nn.Conv2d and id(child) not in keep and not (pointwise_only and child.groups > 1):
+            qualified = f"{parent_name}.{name}" if parent_name else name
+            if (
+                type(child) is nn.Conv2d
+                and id(child) not in keep
+                and not (pointwise_only and child.groups > 1)
+                and qualified.startswith(scope)
+            ):
                 binary = BinaryConv2d(
                     child.in_channels,
                     child.out_channels,
@@ -80,7 +87,9 @@ def binarize(model: Model, pointwise_only: bool = False) -> Model:
     return model
 
 
-def binarize_with_batchnorm(model: Model, images: Iterable[Tensor], pointwise_only: bool = False) -> Model:
+def binarize_with_batchnorm(
+    model: Model, images: Iterable[Tensor], pointwise_only: bool = False, scope: tuple[str, ...] = ("",)
+) -> Model:
     """`binarize` for a network whose BatchNorms were folded away (YOLOX-nano from its ONNX): each binary
     convolution gets a BatchNorm after it again, set so that its outputs start with the mean and spread the float
     layer's had on `images`. A sign code changes a layer's output scale and offset per channel; without a
@@ -89,7 +98,7 @@ def binarize_with_batchnorm(model: Model, images: Iterable[Tensor], pointwise_on
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     statistics = channel_statistics(model, convs, images, "output")
     places = [(parent, name, c) for parent in model.modules() for name, c in parent.named_children() if c in convs]
-    binarize(model, pointwise_only)
+    binarize(model, pointwise_only, scope)
     for parent, name, float_conv in places:
         child = getattr(parent, name)
         if isinstance(child, BinaryConv2d):
@@ -104,6 +113,35 @@ def binarize_with_batchnorm(model: Model, images: Iterable[Tensor], pointwise_on
 
 def binary_convs(model: nn.Module) -> list[BinaryConv2d]:
     return [m for m in model.modules() if isinstance(m, BinaryConv2d)]
+
+
+def binary_share(model: nn.Module) -> float:
+    """The share of the convolution weights that are 1-bit."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    return sum(m.weight.numel() for m in convs if isinstance(m, BinaryConv2d)) / sum(m.weight.numel() for m in convs)
+
+
+def recalibrate_batchnorm(model: Model, images: Iterable[Tensor]) -> Model:
+    """Every BatchNorm's running statistics measured afresh on `images`, for the weights the model holds now. The
+    trainer exports an EMA of the latent weights, whose signs are a vote over the last steps and not the codes any
+    live step ran; the EMA of the BatchNorm statistics describes those live codes, not the averaged ones."""
+    batches = list(images)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    if norms and not batches:
+        raise ValueError("no images: BatchNorm statistics come from the activations they produce")
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a plain average over the batches
+    model.train()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                model(batch)
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+    return model.eval()
 
 
 # --- deployment: fold BN, keep the weights exactly sign x scale, pack them into the ONNX ----------------------

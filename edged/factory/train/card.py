@@ -294,7 +294,7 @@ def _how_built(ctx: BuildContext) -> str:
     from edged.factory.train.family import STAGES
 
     minutes = ", ".join(f"{k} {v / 60:.0f} min" for k, v in durations.items())
-    if missing := [stage for stage in STAGES if stage not in durations and stage != "card"]:
+    if missing := [s for s in STAGES if s not in durations and s not in ("measure", "card")]:  # these write it
         minutes += (
             f" (not run in this work folder: {', '.join(missing)}; where a stage's checkpoint was missing its "
             "shipped file was read back or kept, as the factory does on a fresh checkout)"
@@ -365,14 +365,25 @@ def _compression(ctx: BuildContext, zoo: Zoo) -> str:
         v = binary[0]
         size = zoo.file_of(v).stat().st_size
         parts.append(
-            f"\n## Binary\n\n`{v.id}`: every pointwise convolution except the predictors has 1-bit weights (sign x "
-            "a per-channel scale, straight-through estimator, distilled); depthwise filters and the first layer stay "
-            "float. The bits are packed 8 to a byte in the ONNX and unpacked by the graph at load: "
-            f"{size / 1e3:.0f} KB. "
+            f"\n## Binary\n\n`{v.id}`: {_binary_layers(ctx)} (sign x a per-channel scale, straight-through "
+            "estimator, distilled from the fine-tuned parent, then every BatchNorm re-measured for the signs it ended "
+            "with); the stem, the stride-4/8 stages, the stride-2 transitions, depthwise filters and the head stay "
+            "float: binarized alone, each of those cost the most (family.py, BINARY_SCOPE). The bits are packed 8 "
+            f"to a byte in the ONNX and unpacked by the graph at load: {size / 1e3:.0f} KB. "
             "It buys size (download, flash), not speed: no CPU kernel here runs binary convolutions faster, so it "
             "runs like its float sibling.\n"
         )
     return "".join(parts)
+
+
+def _binary_layers(ctx: BuildContext) -> str:
+    summary = _json(ctx.stage_dir("binary") / "summary.json")
+    if not summary:
+        return "1-bit weights in the pointwise convolutions of its deep stages and neck"
+    return (
+        f"1-bit weights in {summary['layers']} pointwise convolutions ({', '.join(summary['scope'])}), "
+        f"{summary['share']:.0%} of the convolution weights"
+    )
 
 
 def _int8(ctx: BuildContext) -> str:
