@@ -368,8 +368,9 @@ def _compression(ctx: BuildContext, zoo: Zoo) -> str:
             f"\n## Binary\n\n`{v.id}`: {_binary_layers(ctx)} (sign x a per-channel scale, straight-through "
             "estimator, distilled from the fine-tuned parent, then every BatchNorm re-measured for the signs it ended "
             "with); the stem, the stride-4/8 stages, the stride-2 transitions, depthwise filters and the head stay "
-            "float: binarized alone, each of those cost the most (family.py, BINARY_SCOPE). The bits are packed 8 "
-            f"to a byte in the ONNX and unpacked by the graph at load: {size / 1e3:.0f} KB. "
+            "float: binarized alone, each of those cost the most (`python -m edged.factory.train.binary_sensitivity`, "
+            f"family.py's BINARY_SCOPE). The bits are packed 8 to a byte in the ONNX and unpacked by the graph at "
+            f"load: {size / 1e3:.0f} KB. "
             "It buys size (download, flash), not speed: no CPU kernel here runs binary convolutions faster, so it "
             "runs like its float sibling.\n"
         )
