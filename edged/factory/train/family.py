@@ -339,8 +339,8 @@ def stage_export(ctx: BuildContext) -> None:
         for vid, (size, tiles) in {TILED_ID: TILED, **PARENT_POINTS}.items()
     ]
     relu = load_relu(ctx)
-    if (ctx.stage_dir("relu") / "done.pt").exists():  # the shipped file it was read back from is equalized already:
-        relu = equalized(relu, ctx)  # a second pass moves dense readers further, a new file for the same function
+    if (ctx.stage_dir("relu") / "done.pt").exists():  # from its checkpoint. A shipped file read back is stored
+        relu = equalized(relu, ctx)  # equalized: a second pass would move its dense readers further (a new file)
     relu_file = export_onnx(relu, ctx.out / RELU_ONNX, (SIZE, SIZE), any_size=True)
     note = "SiLU -> ReLU, distilled from the parent"
     for size in RELU_SIZES:
