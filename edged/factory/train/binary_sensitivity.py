@@ -20,16 +20,22 @@ import torch
 from torch import nn
 
 from edged.factory.train import family
-from edged.factory.train.binary import binarize_with_batchnorm, fold_for_export, recalibrate_batchnorm
+from edged.factory.train.binary import (
+    BinaryConv2d,
+    binarize,
+    binarize_with_batchnorm,
+    fold_for_export,
+    recalibrate_batchnorm,
+)
 from edged.factory.train.measure import tune_accuracy
 from edged.factory.train.student import export_onnx
 from edged.factory.train.yolox import YoloxNano
 
 
 def candidate_layers(model: YoloxNano) -> list[str]:
-    """The pointwise convolutions the binary stage may binarize (not the first layer, not the predictors)."""
-    keep = {id(model.first_layer()), *(id(c) for c in model.head.predictors())}
-    return [n for n, m in model.named_modules() if type(m) is nn.Conv2d and m.groups == 1 and id(m) not in keep]
+    """The pointwise convolutions the binary stage may binarize: those `binarize` swaps with no scope."""
+    binary = binarize(copy.deepcopy(model), pointwise_only=True)
+    return [name for name, m in binary.named_modules() if isinstance(m, BinaryConv2d)]
 
 
 def tune_map(model: nn.Module, tune_set: Path, scratch: Path) -> float:
