@@ -181,3 +181,43 @@ def test_dataset_sharing_no_class_with_the_model_is_refused(coco_zoo, val_dev, t
     (data / "classes.txt").write_text("\n".join(f"thing{i}" for i in range(80)))
     with pytest.raises(DatasetError, match="share no name"):
         evaluate(coco_zoo.open_detector("fastestdet-352"), open_eval_set(data), "x", progress=False)
+
+
+def test_a_crowd_is_scored_on_every_detection_the_detector_keeps():
+    """150 people in one image, each found exactly: scored at COCO's 100 detections per image, at most 100 of them
+    can count; at the detector's own cap of 150 (`--max-detections`), all do."""
+    from edged.zoo.eval import _pycocotools, _score
+
+    boxes = [[10.0 + 20 * (i % 15), 10.0 + 30 * (i // 15), 8.0, 20.0] for i in range(150)]
+    images = [{"id": 1, "width": 400, "height": 400, "file_name": "crowd.jpg"}]
+    truths = [
+        {"id": i + 1, "image_id": 1, "category_id": 1, "bbox": b, "area": 160.0, "iscrowd": 0}
+        for i, b in enumerate(boxes)
+    ]
+    found = [{"image_id": 1, "category_id": 1, "bbox": b, "score": 1.0 - i / 1000} for i, b in enumerate(boxes)]
+    people = [{"id": 1, "name": "person"}]
+    capped, _ = _score(*_pycocotools(), images, truths, found, people, [1], 100)
+    every, per_class = _score(*_pycocotools(), images, truths, found, people, [1], 150)
+    assert every == pytest.approx([1.0, 1.0]) and per_class == [pytest.approx((1.0, 1.0))]
+    assert capped[1] == pytest.approx(100 / 150, abs=0.01)
+
+
+def test_ap_at_a_looser_iou_counts_boxes_a_little_off():
+    """A 2x6 person found with a box a pixel too wide on each side and one too tall (IoU 0.43): missed at 0.5,
+    found at 0.4."""
+    from edged.zoo.eval import _pycocotools, _score
+
+    images = [{"id": 1, "width": 64, "height": 64, "file_name": "drone.jpg"}]
+    truths = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [20.0, 20.0, 2.0, 6.0], "area": 12.0, "iscrowd": 0}]
+    found = [{"image_id": 1, "category_id": 1, "bbox": [19.0, 19.0, 4.0, 7.0], "score": 0.9}]
+    scoring = (*_pycocotools(), images, truths, found, [{"id": 1, "name": "person"}], [1], 100)
+    assert _score(*scoring)[0][1] == 0.0
+    assert _score(*scoring, (0.4,))[0][1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad", ["0", "1.5", "0.1,x", ","])
+def test_iou_thresholds_outside_0_1_or_not_numbers_are_refused(bad: str, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["zoo", "eval", "--data", "anywhere", "--iou", bad])
+    assert exc.value.code == 2
+    assert "--iou" in capsys.readouterr().err

@@ -57,7 +57,8 @@ def test_family_covers_every_technique_within_the_size_budget(zoo) -> None:
     for f in files:
         assert f.is_relative_to(MODEL_ZOO.resolve()), f"{f}: every file must ship inside model_zoo/"
     assert zoo.manifest.default in {v.id for v in zoo.variants}
-    assert any(v.input.tiles is not None for v in zoo.variants), "the drone operating point is tiled"
+    drone = [v for v in zoo.variants if v.input.tiles is not None or min(v.input.size) >= 2 * 640]
+    assert drone, "a drone operating point: tiled, or a 640-pixel frame shown at twice its size"
     assert (MODEL_ZOO / "NOTICE").is_file() and "Megvii" in (MODEL_ZOO / "NOTICE").read_text()
 
 
@@ -97,10 +98,11 @@ def test_every_variant_opens_and_finds_people_on_the_demo_clip(zoo, demo_frame: 
             assert labels.count("person") >= 2, f"{v.id} on {runtime}: found {labels} on a frame with pedestrians"
 
 
-def test_binary_variant_is_at_least_4x_smaller_than_its_fp32_parent(zoo) -> None:
-    """82 % of its weights are 1 bit and the rest float32: about 6.6 bits a weight, 4.9x smaller at best."""
+def test_binary_variant_is_at_least_6x_smaller_than_its_fp32_parent(zoo) -> None:
+    """82 % of its weights are 1 bit and the rest stored in float16: about 3.7 bits a weight, 8.6x smaller at best
+    (the per-channel scales and the unpacking graph take some of that)."""
     binary = [v for v in zoo.variants if "binary" in v.technique]
     assert binary
     for v in binary:
         parent = zoo.variant(v.provenance.parent)
-        assert parent.format == "onnx" and zoo.file_of(parent).stat().st_size >= 4 * zoo.file_of(v).stat().st_size
+        assert parent.format == "onnx" and zoo.file_of(parent).stat().st_size >= 6 * zoo.file_of(v).stat().st_size

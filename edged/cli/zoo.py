@@ -87,6 +87,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", action="append", help="variant id (repeatable; default: every variant)")
     p.add_argument("--classes", type=csv, help="comma-separated class names to score (default: all shared)")
     p.add_argument("--json", action="store_true", help="JSON: a list of reports")
+    p.add_argument(
+        "--iou",
+        type=iou_thresholds,
+        default=(),
+        metavar="T[,T...]",
+        help="also report AP at these IoU thresholds (e.g. 0.1,0.3): whether objects mAP50 misses are found with "
+        "boxes a little off (tiny objects, loose labels) or not found at all",
+    )
     eval_defaults = eval_postprocess_defaults()
     add_detection_args(p, score=eval_defaults.score_threshold, nms=eval_defaults.nms_iou)
     p.add_argument(
@@ -286,6 +294,7 @@ def _run_zoo_eval(args: argparse.Namespace) -> int:
                 variant_id,
                 args.classes,
                 progress=not args.json,
+                extra_iou=args.iou,
             )
         )
         detector.close()
@@ -300,6 +309,16 @@ def _run_zoo_eval(args: argparse.Namespace) -> int:
         record_accuracy(zoo, reports, key)
         print(f"recorded accuracy of {len(reports)} variant(s) under '{key}' in {zoo.path}", file=sys.stderr)
     return 0
+
+
+def iou_thresholds(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated numbers, e.g. 0.1,0.3") from None
+    if not values or not all(0.0 < v < 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: IoU thresholds lie strictly between 0 and 1")
+    return values
 
 
 def warmup_runs(text: str) -> int:

@@ -131,3 +131,35 @@ def _base36(n: int) -> str:
         out = digits[r] + out
         if n == 0:
             return "t" + out
+
+
+def store_weights_float16(model: Any) -> int:
+    """Convolution weights stored in float16, each widened back by a Cast: half the file, the same float32 graph.
+
+    Runtimes fold a Cast of a constant when they load the model (ONNX Runtime's constant folding), so inference
+    runs the float32 convolutions it ran before, on weights rounded to float16 (what the float TFLite files hold
+    too). Returns the bytes saved; a model already stored this way is left as it is (0)."""
+    onnx = onnx_module()
+    from onnx import numpy_helper
+
+    graph = model.graph
+    conv_inputs = {name for node in graph.node if node.op_type == "Conv" for name in node.input[1:]}
+    other_inputs = {name for node in graph.node if node.op_type != "Conv" for name in node.input}
+    widened, kept = [], []
+    saved = 0
+    for init in graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or init.name not in conv_inputs or init.name in other_inputs:
+            kept.append(init)
+            continue
+        narrow = numpy_helper.from_array(numpy_helper.to_array(init).astype("float16"), f"{init.name}.f16")
+        kept.append(narrow)
+        widened.append(onnx.helper.make_node("Cast", [narrow.name], [init.name], to=onnx.TensorProto.FLOAT))
+        saved += init.ByteSize() - narrow.ByteSize()
+    if not widened:
+        return 0
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = [*widened, *graph.node]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return saved

@@ -30,6 +30,11 @@ class EvalReport(BaseModel):
     score_threshold: float
     nms_iou: float
     max_detections: int
+    ap_at_iou: dict[str, float] = Field(
+        default_factory=dict,
+        description="AP of the scored classes at other IoU thresholds (`--iou`): how far boxes are from their "
+        "objects where mAP50 misses them (a person 2 pixels wide is lost to a box 1 pixel too wide)",
+    )
     mean_latency_ms: float
     unlabelled_images: int = 0
 
@@ -40,6 +45,7 @@ def evaluate(
     variant_id: str,
     classes: list[str] | None = None,
     progress: bool = True,
+    extra_iou: tuple[float, ...] = (),
 ) -> EvalReport:
     """Run the detector over every image and score it. Classes are matched between model and data by name."""
     coco_eval_cls, coco_cls = _pycocotools()
@@ -81,8 +87,10 @@ def evaluate(
                 )
     category_ids = [eval_set.classes.index(name) + 1 for name in shared]
     categories = [{"id": eval_set.classes.index(n) + 1, "name": n} for n in eval_set.classes]
-    stats, per_class = _score(coco_eval_cls, coco_cls, images, annotations, results, categories, category_ids)
     options = detector.postprocess
+    scoring = (coco_eval_cls, coco_cls, images, annotations, results, categories, category_ids)
+    stats, per_class = _score(*scoring, options.max_detections)
+    at_iou = {f"{t:g}": round(_score(*scoring, options.max_detections, (t,))[0][1], 4) for t in extra_iou}
     return EvalReport(
         variant=variant_id,
         eval_set=eval_set.name,
@@ -96,6 +104,7 @@ def evaluate(
         score_threshold=options.score_threshold,
         nms_iou=options.nms_iou,
         max_detections=options.max_detections,
+        ap_at_iou=at_iou,
         mean_latency_ms=round(float(np.mean(latencies)), 2),
         unlabelled_images=eval_set.unlabelled,
     )
@@ -127,29 +136,39 @@ def _score(
     results: list[dict[str, Any]],
     categories: list[dict[str, Any]],
     category_ids: list[int],
+    max_detections: int,
+    iou_thresholds: tuple[float, ...] | None = None,
 ) -> tuple[list[float], list[tuple[float, float]]]:
-    """pycocotools prints as it works; keep stdout for our own output."""
+    """pycocotools prints as it works; keep stdout for our own output.
+
+    Its mAP reads the top `maxDets[-1]` detections per image (100 by default): set to the detector's own cap, so that
+    `--max-detections 500` on a crowd (VisDrone's protocol) is scored on all 500, not silently on the first 100.
+    With `iou_thresholds`, the second figure is the AP at the first of them instead of at 0.5."""
     with contextlib.redirect_stdout(io.StringIO()):
         truth = coco_cls()
         truth.dataset = {"images": images, "annotations": annotations, "categories": categories}
         truth.createIndex()
         if not results:
-            return [0.0] * 12, [(0.0, 0.0)] * len(category_ids)
+            return [0.0, 0.0], [(0.0, 0.0)] * len(category_ids)
         predicted = truth.loadRes(results)
         evaluator = coco_eval_cls(truth, predicted, "bbox")
         evaluator.params.catIds = category_ids
+        evaluator.params.maxDets = [1, 10, max_detections]
+        if iou_thresholds:
+            evaluator.params.iouThrs = np.asarray(iou_thresholds, float)
         evaluator.evaluate()
         evaluator.accumulate()
-        evaluator.summarize()
-    precision = evaluator.eval["precision"]  # [iou, recall, class, area, max_dets]
-    per_class = []
-    for k in range(len(category_ids)):
-        p = precision[:, :, k, 0, -1]
-        ap = float(p[p > -1].mean()) if (p > -1).any() else 0.0
-        p50 = precision[0, :, k, 0, -1]
-        ap50 = float(p50[p50 > -1].mean()) if (p50 > -1).any() else 0.0
-        per_class.append((ap, ap50))
-    return [max(0.0, float(s)) for s in evaluator.stats], per_class
+    # [iou, recall, class, area, max_dets]: area "all", the last cap. Read here, not from `stats`: its mAP50-95
+    # line asks for 100 detections whatever maxDets holds (pycocotools' summarize), and finds none at another cap.
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+    per_class = [(_mean_valid(precision[:, :, k]), _mean_valid(precision[0, :, k])) for k in range(len(category_ids))]
+    return [_mean_valid(precision), _mean_valid(precision[0])], per_class
+
+
+def _mean_valid(precision: np.ndarray) -> float:
+    """pycocotools' average: -1 marks no ground truth for that cell."""
+    valid = precision[precision > -1]
+    return float(valid.mean()) if valid.size else 0.0
 
 
 def _pycocotools() -> tuple[Any, Any]:

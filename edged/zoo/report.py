@@ -105,12 +105,14 @@ def render_eval_table(reports: list[EvalReport], classes: list[str] | None) -> s
     if not reports:
         return "nothing evaluated"
     shown = classes or [c for c in ("person", "car", "bicycle") if c in reports[0].classes][:3]
-    header = ["variant", "mAP50-95", "mAP50", *[f"AP {c}" for c in shown], "ms/img"]
+    loose = list(reports[0].ap_at_iou)
+    header = ["variant", "mAP50-95", "mAP50", *[f"AP@{t}" for t in loose], *[f"AP {c}" for c in shown], "ms/img"]
     rows = [
         [
             r.variant,
             f"{r.map50_95:.4f}",
             f"{r.map50:.4f}",
+            *[f"{r.ap_at_iou.get(t, 0):.4f}" for t in loose],
             *[f"{r.per_class_ap.get(c, 0):.4f}" for c in shown],
             f"{r.mean_latency_ms:.1f}",
         ]

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -220,6 +220,15 @@ class TrainCache:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def focused(self, source: str, share: float) -> TrainCache:
+        """The same images, drawn so that `source` makes `share` of the samples (the rest keep their ratios)."""
+        mine = np.asarray([s == source for s in self.sources])
+        if not mine.any() or mine.all() or not 0.0 < share < 1.0:
+            raise ValueError(f"cannot give {source} a {share} share: it has {int(mine.sum())} of {len(self)} images")
+        weight = self.sample_weight.copy()
+        weight[mine] *= share / (1 - share) * weight[~mine].sum() / weight[mine].sum()
+        return replace(self, sample_weight=weight)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

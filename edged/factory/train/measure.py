@@ -129,21 +129,39 @@ def combined_zoo(family: Zoo, reference: Zoo, directory: Path) -> Path:
     return _scratch_zoo(directory, variants, "family-and-teachers")
 
 
-def eval_sets(ctx: BuildContext) -> dict[str, tuple[Path, list[str] | None]]:
-    """Name -> (YOLO folder, classes scored). coco-val-dev is scored on the family's classes only."""
+@dataclass(frozen=True)
+class EvalSpec:
+    folder: Path
+    classes: list[str] | None = None  # scored; None: every class the model and the set share
+    max_detections: int = 100  # per image, kept and scored (COCO's)
+    extra_iou: tuple[float, ...] = ()  # AP also reported at these overlaps
+
+
+# drone-people-heldout holds up to 439 people in one image (4,422 in 77): at COCO's 100 detections per image no
+# detector could find more than 0.66 of them, so it is scored as VisDrone scores crowds, on 500. Its people are
+# mostly 1-4 pixels wide, where a box one pixel too wide falls below IoU 0.5: AP at 0.1 and 0.3 tells a box a
+# little off from a person not found.
+CROWD_DETECTIONS = 500
+TINY_IOU = (0.1, 0.3)
+
+
+def eval_sets(ctx: BuildContext) -> dict[str, EvalSpec]:
+    """coco-val-dev is scored on the family's classes only."""
     return {
-        "family-heldout": (ctx.eval_dir / "family-heldout", None),
-        "drone-people-heldout": (ctx.eval_dir / "drone-people-heldout", None),
-        "highway-heldout": (ctx.eval_dir / "highway-heldout", None),
-        "vtest-heldout-teacher": (ctx.eval_dir / "vtest-heldout-teacher", None),
-        "coco-val-dev": (ctx.shared / "data" / "coco-val-dev", list(LABELS)),
+        "family-heldout": EvalSpec(ctx.eval_dir / "family-heldout"),
+        "drone-people-heldout": EvalSpec(
+            ctx.eval_dir / "drone-people-heldout", max_detections=CROWD_DETECTIONS, extra_iou=TINY_IOU
+        ),
+        "highway-heldout": EvalSpec(ctx.eval_dir / "highway-heldout"),
+        "vtest-heldout-teacher": EvalSpec(ctx.eval_dir / "vtest-heldout-teacher"),
+        "coco-val-dev": EvalSpec(ctx.shared / "data" / "coco-val-dev", list(LABELS)),
     }
 
 
 def evaluate_all(
     zoo: Zoo,
     variant_ids: list[str],
-    sets: dict[str, tuple[Path, list[str] | None]],
+    sets: dict[str, EvalSpec],
     device_class: str | None = None,
 ) -> list[EvalReport]:
     """Each variant on every set, on the engine its profile for `device_class` measured fastest (the one edged
@@ -154,8 +172,19 @@ def evaluate_all(
             variant_id, EngineOptions(threads=THREADS), PostprocessOptions.for_evaluation(), device_class
         )
         try:
-            for folder, classes in sets.values():
-                reports.append(evaluate(detector, open_eval_set(folder), variant_id, classes, progress=False))
+            for spec in sets.values():
+                detector.postprocess = PostprocessOptions.for_evaluation().model_copy(
+                    update={"max_detections": spec.max_detections}
+                )
+                found = evaluate(
+                    detector,
+                    open_eval_set(spec.folder),
+                    variant_id,
+                    spec.classes,
+                    progress=False,
+                    extra_iou=spec.extra_iou,
+                )
+                reports.append(found)
         finally:
             detector.close()
         print(f"evaluated {variant_id}", flush=True)
@@ -185,7 +214,7 @@ def measure_family(ctx: BuildContext, command: str) -> None:
 
     sets = eval_sets(ctx)
     reports = evaluate_all(family, ids, sets, report.device_class) + evaluate_all(reference, list(TEACHERS), sets)
-    reports += evaluate_other_files(family, sets["family-heldout"][0], report.device_class)
+    reports += evaluate_other_files(family, sets["family-heldout"].folder, report.device_class)
     (ctx.work / "eval-results.json").write_text(json.dumps([r.model_dump() for r in reports], indent=2))
 
     verdicts = with_orphans(family, guard_verdicts(family, reports))

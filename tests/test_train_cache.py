@@ -1,0 +1,42 @@
+"""The training cache's draws: a source can be given a share of the samples (the drone specialist's recipe)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from edged.factory.train.data import TrainCache
+
+
+def cache(sources: list[str], weights: list[float]) -> TrainCache:
+    n = len(sources)
+    blank = np.zeros((8, 8, 3), np.uint8)
+    return TrainCache(
+        images=[blank] * n,
+        boxes=[np.zeros((0, 4), np.float32)] * n,
+        classes=[np.zeros(0, np.int64)] * n,
+        weights=[np.zeros(0, np.float32)] * n,
+        supervised=np.ones((n, 5), bool),
+        base_scale=np.ones(n, np.float32),
+        scale_range=np.ones((n, 2), np.float32),
+        sample_weight=np.asarray(weights, np.float64),
+        group=np.zeros(n, np.int64),
+        sources=sources,
+    )
+
+
+def test_a_focused_source_gets_its_share_and_the_others_keep_their_ratios():
+    original = cache(["drone", "drone", "road", "road", "video"], [1.5, 1.5, 1.0, 1.0, 0.5])
+    focused = original.focused("drone", 0.75)
+    w = focused.sample_weight
+    assert w[:2].sum() / w.sum() == pytest.approx(0.75)
+    assert w[2:] == pytest.approx(original.sample_weight[2:])  # the rest untouched: their ratios hold
+    assert original.sample_weight[0] == 1.5  # a new cache; the one the other stages read is unchanged
+
+
+@pytest.mark.parametrize(("source", "share"), [("boat", 0.5), ("drone", 1.0), ("drone", 0.0)])
+def test_a_share_that_cannot_be_given_is_refused_by_name(source: str, share: float):
+    with pytest.raises(ValueError, match=source):
+        cache(["drone", "road"], [1.0, 1.0]).focused(source, share)
