@@ -119,7 +119,7 @@ def _intro(zoo: Zoo) -> str:
         "yolox-ft-256": "the same network on a small input",
         "yolox-ft-224": "the same network on a smaller input still: road objects survive, aerial people do not",
         "yolox-ft-192": "the same network at its smallest operating point: the cheap end",
-        "yolox-relu-416": "ReLU instead of SiLU: cheaper in float, and the base of the int8 and compressed siblings",
+        "yolox-relu-416": "ReLU instead of SiLU: cheaper in float, and the base of the int8 siblings",
         "yolox-relu-320": "the ReLU sibling on a smaller input",
         "yolox-relu-256": "the ReLU sibling on a small input: road objects survive, aerial people do not",
         "yolox-relu-416-int8": "int8 of the ReLU sibling: the fast mid-point",
