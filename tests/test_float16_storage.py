@@ -48,10 +48,9 @@ def test_detections_on_a_real_photo_do_not_move(coco_zoo, val_dev: Path, stored)
     image = cv2.imread(str(val_dev / "images" / f"{PEOPLE_IMAGE}.jpg"))
     found = []
     for file in (source, path):
-        detector = Detector.open(
-            file, "onnx", variant.input, variant.decoder, coco_zoo.labels_of(variant), None,
-            PostprocessOptions(score_threshold=0.3),
-        )  # fmt: skip
+        labels = coco_zoo.labels_of(variant)
+        options = PostprocessOptions(score_threshold=0.3)
+        detector = Detector.open(file, "onnx", variant.input, variant.decoder, labels, postprocess=options)
         try:
             found.append(detector.detect(image))
         finally:
