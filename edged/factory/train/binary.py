@@ -59,10 +59,10 @@ class BinaryConv2d(nn.Conv2d):
 
 
 def binarize(model: Model, pointwise_only: bool = False, scope: tuple[str, ...] = ("",)) -> Model:
-    """Swap every convolution inside `scope` (module-name prefixes; all by default) but the first layer and the
-    predictors (`model.first_layer()`, `model.head.predictors()`) for a BinaryConv2d, in place. `pointwise_only`
-    keeps depthwise filters float: 9 weights per channel carry too little to survive a sign, and they are a sliver
-    of a separable net's weights."""
+    """Swap every convolution inside `scope` (modules by name, with all they contain; "" is the whole model) but the
+    first layer and the predictors (`model.first_layer()`, `model.head.predictors()`) for a BinaryConv2d, in place.
+    `pointwise_only` keeps depthwise filters float: 9 weights per channel carry too little to survive a sign, and
+    they are a sliver of a separable net's weights."""
     keep = {id(cast(Any, model).first_layer()), *(id(c) for c in cast(Any, model).head.predictors())}
     for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
@@ -71,7 +71,7 @@ def binarize(model: Model, pointwise_only: bool = False, scope: tuple[str, ...] 
                 type(child) is nn.Conv2d
                 and id(child) not in keep
                 and not (pointwise_only and child.groups > 1)
-                and qualified.startswith(scope)
+                and _within(qualified, scope)
             ):
                 binary = BinaryConv2d(
                     child.in_channels,
@@ -85,6 +85,11 @@ def binarize(model: Model, pointwise_only: bool = False, scope: tuple[str, ...] 
                 binary.load_state_dict(child.state_dict())
                 setattr(parent, name, binary)
     return model
+
+
+def _within(name: str, scope: tuple[str, ...]) -> bool:
+    """`backbone.dark4.1` holds `backbone.dark4.1.conv1`, not `backbone.dark4.10`."""
+    return any(not prefix or name == prefix or name.startswith(prefix + ".") for prefix in scope)
 
 
 def binarize_with_batchnorm(

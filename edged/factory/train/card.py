@@ -191,10 +191,12 @@ def _cheap_point(results: Results, timing: dict[str, Any], variant_ids: list[str
 
 
 def _set_notes(reports: list[EvalReport]) -> str:
+    from edged.factory.train.measure import CROWD_DETECTIONS
+
     sizes = {r.eval_set: r.images for r in reports}
     return f"""
 Evaluation sets (all figures are pycocotools COCO mAP, score threshold 0.001, NMS 0.5, 100 detections per image;
-500 on drone-people-heldout, whose images hold up to 439 people, as VisDrone scores crowds):
+{CROWD_DETECTIONS} on drone-people-heldout, where one image can hold hundreds of people, as VisDrone scores crowds):
 - `family-heldout` ({sizes.get("family-heldout", "?")} images): the valid + test splits of drone-people and highway,
   never trained on, classes renamed into the family's. This is the accuracy in zoo.yaml and what the guards use.
 - `drone-people-heldout` ({sizes.get("drone-people-heldout", "?")} images, person only) and `highway-heldout`
@@ -289,6 +291,8 @@ def _how_built(ctx: BuildContext) -> str:
 
     durations = _json(ctx.work / "durations.json") or {}
     counts = _json(ctx.work / "cache-summary.json") or {}
+    draws = {s.name: counts.get(s.name, {}).get("images", 0) * s.sample_weight for s in SOURCES}
+    parent_drone_share = f"{draws['drone-people'] / sum(draws.values()):.0%}" if sum(draws.values()) else "?"
     source_lines = "\n".join(
         f"| {s.name} | {'real labels' if s.kind == 'yolo' else TEACHER_ID + ' soft pseudo-labels'} | "
         f"{', '.join(s.supervised)} | {counts.get(s.name, {}).get('images', '?')} | "
@@ -340,9 +344,10 @@ binary, drone) store their convolution weights in float16 too, widened to float3
 folds at load (`edged.factory.onnx_graph.store_weights_float16`): half the file, the same float32 graph.
 
 **Drone specialist.** The fine-tuned parent trained {DRONE_TRAINING.epochs} epochs more (lr {DRONE_TRAINING.lr}),
-{DRONE_SHARE:.0%} of its samples drawn from drone-people (the parent drew 39 %), the fine-tuned parent teaching the
-classes a drone image has no labels for. Why: the parent scored no better on its own drone training images than
-on held-out ones (an exploratory measurement, `DRONE_SHARE` in edged/factory/train/family.py): it underfitted them.
+{DRONE_SHARE:.0%} of its samples drawn from drone-people (the parent drew {parent_drone_share}), the fine-tuned parent
+teaching the classes a drone image has no labels for. Why: the parent scored no better on its own drone training
+images than on held-out ones (an exploratory measurement, `DRONE_SHARE` in edged/factory/train/family.py): it
+underfitted them.
 
 Build time on this 2-core CPU (shared with other work): {minutes or "see out/zoo-build/durations.json"}.
 """

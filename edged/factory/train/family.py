@@ -116,7 +116,7 @@ CALIBRATION_BATCHES = 8  # batches of training crops the low-rank fit and the pr
 SIZE = 416
 PARENT_ONNX, RELU_ONNX = "yolox-ft.onnx", "yolox-relu.onnx"  # the files the two any-size networks ship in
 PARENT_ID = "yolox-ft-416"  # the fine-tuned parent every compressed variant is measured against
-PARENT_POINTS = {f"yolox-ft-{size}": (size, None) for size in (416, 320, 256, 224, 192)}
+PARENT_POINTS = {f"yolox-ft-{size}": size for size in (416, 320, 256, 224, 192)}  # id -> input size
 # The drone point: the drone specialist on the whole frame at twice its size (a 640-pixel frame at 1280), the scale
 # its 3-pixel-wide people are learnt at. Chosen on drone-people-tune (person AP50 at 500 detections, `edged zoo
 # eval` on its checkpoint, exploratory, 2026-12-06): at 1280 0.126 in 128 ms a frame; 2x2 tiles of the frame at 640
@@ -125,7 +125,7 @@ PARENT_POINTS = {f"yolox-ft-{size}": (size, None) for size in (416, 320, 256, 22
 # drones and by yolox-ft-416 everywhere else, no longer ships; tiles (`input.tiles`) remain for cameras whose frames
 # are much larger than the network's input.
 DRONE_NETWORK = "yolox-drone"  # its file: one network, any size (the export leaves the size free)
-DRONE_POINTS = {"yolox-drone-1280": (1280, None)}
+DRONE_POINTS = {"yolox-drone-1280": 1280}
 TRAIN_DATA = [s.name for s in SOURCES]
 # The accuracy guard, on family-heldout, against the variant each was derived from (its provenance parent: int8 ->
 # its float parent; the ReLU sibling -> the fine-tuned parent at the same input size; the others -> the fine-tuned
@@ -355,8 +355,8 @@ def stage_export(ctx: BuildContext) -> None:
         "labels kept), real labels + its own soft labels on unlabelled classes"
     )
     entries = [
-        Entry(vid, "fine-tuned+distilled", parent_file, size, _provenance(teacher_sha, notes), tiles)
-        for vid, (size, tiles) in PARENT_POINTS.items()
+        Entry(vid, "fine-tuned+distilled", parent_file, size, _provenance(teacher_sha, notes))
+        for vid, size in PARENT_POINTS.items()
     ]
     relu = load_relu(ctx)
     if (ctx.stage_dir("relu") / "done.pt").exists():  # from its checkpoint. A shipped file read back is stored
@@ -402,10 +402,8 @@ def stage_export(ctx: BuildContext) -> None:
         f"the fine-tuned parent trained {DRONE_TRAINING.epochs} epochs more, {DRONE_SHARE:.0%} of them on drone views"
     )
     if drone is not None:
-        for vid, (size, tiles) in DRONE_POINTS.items():
-            entries.append(
-                Entry(vid, "fine-tuned+distilled", drone, size, _provenance(teacher_sha, note, PARENT_ID), tiles)
-            )
+        for vid, size in DRONE_POINTS.items():
+            entries.append(Entry(vid, "fine-tuned+distilled", drone, size, _provenance(teacher_sha, note, PARENT_ID)))
     for entry in entries:
         if entry.file not in (parent_file, relu_file):  # the int8 and TFLite builds read those two back
             store_float16(entry.file)
