@@ -186,7 +186,7 @@ def test_dataset_sharing_no_class_with_the_model_is_refused(coco_zoo, val_dev, t
 def test_a_crowd_is_scored_on_every_detection_the_detector_keeps():
     """150 people in one image, each found exactly: scored at COCO's 100 detections per image, at most 100 of them
     can count; at the detector's own cap of 150 (`--max-detections`), all do."""
-    from edged.zoo.eval import _pycocotools, _score
+    from edged.zoo.eval import Scoring
 
     boxes = [[10.0 + 20 * (i % 15), 10.0 + 30 * (i // 15), 8.0, 20.0] for i in range(150)]
     images = [{"id": 1, "width": 400, "height": 400, "file_name": "crowd.jpg"}]
@@ -196,8 +196,8 @@ def test_a_crowd_is_scored_on_every_detection_the_detector_keeps():
     ]
     found = [{"image_id": 1, "category_id": 1, "bbox": b, "score": 1.0 - i / 1000} for i, b in enumerate(boxes)]
     people = [{"id": 1, "name": "person"}]
-    capped, _ = _score(*_pycocotools(), images, truths, found, people, [1], 100)
-    every, per_class = _score(*_pycocotools(), images, truths, found, people, [1], 150)
+    capped, _ = Scoring(images, truths, found, people, [1]).headline(100)
+    every, per_class = Scoring(images, truths, found, people, [1]).headline(150)
     assert every == pytest.approx([1.0, 1.0]) and per_class == [pytest.approx((1.0, 1.0))]
     assert capped[1] == pytest.approx(100 / 150, abs=0.01)
 
@@ -205,14 +205,44 @@ def test_a_crowd_is_scored_on_every_detection_the_detector_keeps():
 def test_ap_at_a_looser_iou_counts_boxes_a_little_off():
     """A 2x6 person found with a box a pixel too wide on each side and one too tall (IoU 0.43): missed at 0.5,
     found at 0.4."""
-    from edged.zoo.eval import _pycocotools, _score
+    from edged.zoo.eval import Scoring
 
     images = [{"id": 1, "width": 64, "height": 64, "file_name": "drone.jpg"}]
     truths = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [20.0, 20.0, 2.0, 6.0], "area": 12.0, "iscrowd": 0}]
     found = [{"image_id": 1, "category_id": 1, "bbox": [19.0, 19.0, 4.0, 7.0], "score": 0.9}]
-    scoring = (*_pycocotools(), images, truths, found, [{"id": 1, "name": "person"}], [1], 100)
-    assert _score(*scoring)[0][1] == 0.0
-    assert _score(*scoring, (0.4,))[0][1] == pytest.approx(1.0)
+    scoring = Scoring(images, truths, found, [{"id": 1, "name": "person"}], [1])
+    assert scoring.headline(100)[0][1] == 0.0
+    assert scoring.headline(100, (0.4,))[0][1] == pytest.approx(1.0)
+
+
+def test_by_size_splits_ap_and_recall_at_the_edges():
+    """Four tiny people missed (their boxes twice too wide), two of four mid-sized found, both large ones found:
+    by size, 0 / 0.5 / 1 of them recalled, and the tiny misses do not lower the large ones' AP."""
+    from edged.zoo.eval import Scoring
+
+    def truth(i: int, box: list[float]) -> dict:
+        area = box[2] * box[3]
+        return {"id": i, "image_id": 1, "category_id": 1, "bbox": box, "area": area, "iscrowd": 0}
+
+    tiny = [[10.0 + 10 * i, 10.0, 2.0, 3.0] for i in range(4)]  # sqrt area 2.4
+    mid = [[10.0 + 20 * i, 40.0, 4.0, 12.0] for i in range(4)]  # 6.9
+    large = [[10.0 + 30 * i, 80.0, 10.0, 30.0] for i in range(2)]  # 17.3
+    truths = [truth(i + 1, b) for i, b in enumerate(tiny + mid + large)]
+    wide = [[x - 1.5, y, 5.0, 3.0] for x, y, _, _ in tiny]  # each holds its person: IoU 0.4, missed at 0.5
+    found = [{"image_id": 1, "category_id": 1, "bbox": b, "score": 0.9} for b in [*wide, *mid[:2], *large]]
+    images = [{"id": 1, "width": 128, "height": 128, "file_name": "drone.jpg"}]
+    bins = Scoring(images, truths, found, [{"id": 1, "name": "person"}], [1]).by_size(100, (4.0, 8.0))
+    assert [(b.name, b.objects) for b in bins] == [("0-4", 4), ("4-8", 4), ("8+", 2)]
+    assert [b.recall50 for b in bins] == pytest.approx([0.0, 0.5, 1.0])
+    assert bins[0].ap50 == 0.0 and bins[2].ap50 == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad", ["0", "-1,2", "4,2", "2,2", "2,x", ","])
+def test_size_edges_that_are_not_positive_and_increasing_are_refused(bad: str, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["zoo", "eval", "--data", "anywhere", "--sizes", bad])
+    assert exc.value.code == 2
+    assert "--sizes" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad", ["0", "1.5", "0.1,x", ","])

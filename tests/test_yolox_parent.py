@@ -217,6 +217,27 @@ def test_a_pruned_relu_sibling_comes_back_from_its_exported_file_as_the_same_fun
     assert agreement.cells == 3549 and agreement.within(box_px=1e-2, score=1e-5)
 
 
+def test_a_file_stored_in_float16_comes_back_as_the_function_it_runs(family_parent, image, tmp_path):
+    """The shipped siblings keep float16 weights behind a Cast; read back, they are what ONNX Runtime runs (the
+    shipped drone specialist, for one, can be read back to be trained further)."""
+    import onnx
+
+    from edged.factory.onnx_graph import store_weights_float16
+    from edged.factory.tflite import check_against_torch
+
+    template = copy.deepcopy(family_parent).fuse_focus()
+    x = _tensor(image)
+    path = export_onnx(template, tmp_path / "half.onnx", (416, 416))
+    model = onnx.load(str(path))
+    assert store_weights_float16(model) > 0
+    onnx.save(model, str(path))
+    back = from_family_onnx(path, template)
+    agreement = check_against_torch(back, path, "onnx", x, score_threshold=0.0)
+    assert agreement.cells == 3549 and agreement.within(box_px=1e-2, score=1e-5)
+    # and the float16 rounding is really there: the weights read back are not the float32 ones
+    assert not torch.equal(back.head.cls_preds[0].weight, template.head.cls_preds[0].weight)
+
+
 def test_a_file_of_another_architecture_is_not_read_back_as_a_family_member(shared, family_parent):
     with pytest.raises(ModelError, match="not a YOLOX-nano"):
         from_family_onnx(shared / "models" / "coco" / "nanodet_m_320.onnx", family_parent)

@@ -6,6 +6,7 @@ import argparse
 import re
 import shlex
 import sys
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -94,6 +95,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="T[,T...]",
         help="also report AP at these IoU thresholds (e.g. 0.1,0.3): whether objects mAP50 misses are found with "
         "boxes a little off (tiny objects, loose labels) or not found at all",
+    )
+    p.add_argument(
+        "--sizes",
+        type=size_edges,
+        default=(),
+        metavar="E[,E...]",
+        help="also report AP50 and recall at IoU 0.5 by object size, cut at these edges in pixels of the square "
+        "root of a box's area in the image (e.g. 2,4,8: which sizes are missed; COCO's small is below 32)",
     )
     eval_defaults = eval_postprocess_defaults()
     add_detection_args(p, score=eval_defaults.score_threshold, nms=eval_defaults.nms_iou)
@@ -295,6 +304,7 @@ def _run_zoo_eval(args: argparse.Namespace) -> int:
                 args.classes,
                 progress=not args.json,
                 extra_iou=args.iou,
+                size_edges=args.sizes,
             )
         )
         detector.close()
@@ -312,13 +322,24 @@ def _run_zoo_eval(args: argparse.Namespace) -> int:
 
 
 def iou_thresholds(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated numbers, e.g. 0.1,0.3") from None
+    values = _numbers(text, "0.1,0.3")
     if not values or not all(0.0 < v < 1.0 for v in values):
         raise argparse.ArgumentTypeError(f"{text!r}: IoU thresholds lie strictly between 0 and 1")
     return values
+
+
+def size_edges(text: str) -> tuple[float, ...]:
+    values = _numbers(text, "2,4,8")
+    if not values or values[0] <= 0 or any(b <= a for a, b in pairwise(values)):
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes in pixels, positive and increasing, e.g. 2,4,8")
+    return values
+
+
+def _numbers(text: str, example: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated numbers, e.g. {example}") from None
 
 
 def warmup_runs(text: str) -> int:

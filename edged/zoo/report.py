@@ -125,7 +125,17 @@ def render_eval_table(reports: list[EvalReport], classes: list[str] | None) -> s
     )
     if first.unlabelled_images:
         note += f"; {first.unlabelled_images} images without a label file counted as background"
-    return note + "\n" + _table(header, rows)
+    return note + "\n" + _table(header, rows) + _by_size_table(reports)
+
+
+def _by_size_table(reports: list[EvalReport]) -> str:
+    rows = [
+        [r.variant, b.name, str(b.objects), f"{b.ap50:.4f}", f"{b.recall50:.2f}"] for r in reports for b in r.by_size
+    ]
+    if not rows:
+        return ""
+    header = ["variant", "size (px, sqrt area)", "objects", "AP50", "recall@0.5"]
+    return "\n\nby object size:\n" + _table(header, rows)
 
 
 def _energy(profile: DeviceProfile | None) -> str:

@@ -359,6 +359,12 @@ def _matched_convolutions(path: Path, model: YoloxNano) -> list[tuple[nn.Conv2d,
 
     graph = onnx.load(str(path)).graph
     weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    # weights stored in float16 (`store_weights_float16`) reach their convolution through a Cast
+    weights |= {
+        n.output[0]: weights[n.input[0]].astype(np.float32)
+        for n in graph.node
+        if n.op_type == "Cast" and n.input[0] in weights
+    }
     convs = [n for n in graph.node if n.op_type == "Conv"]
     order = _execution_order(model)
     if len(order) != len(convs):
