@@ -23,7 +23,7 @@ class SizeBin(BaseModel):
     name: str = Field(description="e.g. '2-4': from 2 up to, not including, 4 pixels")
     objects: int
     ap50: float = Field(description="AP at IoU 0.5 on these objects (detections of other sizes left out)")
-    recall50: float = Field(description="share of these objects some detection overlaps by IoU 0.5 or more")
+    recall50: float = Field(description="share of these objects matched by a detection at IoU 0.5 (pycocotools)")
 
 
 class EvalReport(BaseModel):
