@@ -216,7 +216,7 @@ def test_ap_at_a_looser_iou_counts_boxes_a_little_off():
 
 
 def test_by_size_splits_ap_and_recall_at_the_edges():
-    """Four tiny people missed (their boxes twice too wide), two of four mid-sized found, both large ones found:
+    """Four tiny people missed (their boxes 2.5x too wide), two of four mid-sized found, both large ones found:
     by size, 0 / 0.5 / 1 of them recalled, and the tiny misses do not lower the large ones' AP."""
     from edged.zoo.eval import Scoring
 

@@ -20,7 +20,10 @@ from edged.zoo.datasets import EvalSet
 class SizeBin(BaseModel):
     """The objects of one size, by the square root of their box area in image pixels (AI-TOD's measure)."""
 
-    name: str = Field(description="e.g. '2-4': from 2 up to, not including, 4 pixels")
+    name: str = Field(
+        description="e.g. '2-4': counted from 2 up to, not including, 4 pixels (pycocotools scores an object exactly "
+        "on an edge in both bins)"
+    )
     objects: int
     ap50: float = Field(description="AP at IoU 0.5 on these objects (detections of other sizes left out)")
     recall50: float = Field(description="share of these objects matched by a detection at IoU 0.5 (pycocotools)")
