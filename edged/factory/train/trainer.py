@@ -129,8 +129,11 @@ def train(
             optimizer.step()
             ema.update(model)
             sums += [float(parts.total), parts.cls, parts.box, parts.kd]
-            bar.set_postfix(
-                loss=f"{sums[0] / (i + 1):.3f}", cls=f"{sums[1] / (i + 1):.3f}", box=f"{sums[2] / (i + 1):.3f}"
+            bar.set_postfix(  # refresh=False: the bar redraws at its own interval, not once a batch into the log
+                loss=f"{sums[0] / (i + 1):.3f}",
+                cls=f"{sums[1] / (i + 1):.3f}",
+                box=f"{sums[2] / (i + 1):.3f}",
+                refresh=False,
             )
         record = {
             "epoch": epoch + 1,
