@@ -101,8 +101,9 @@ def test_finetuning_brings_the_int8_model_closer_to_its_float_parent_on_unseen_i
     target = outputs(str(prepared), held_out, input_name)
     before = float(np.mean((outputs(model, held_out, input_name) - target) ** 2))
     teacher = _session_factory(2)(onnx.load(str(prepared)).SerializeToString())
-    # 2 epochs: after / before was 0.76 here (this test with 3 epochs: 0.67, running half as long again)
-    report = qat.finetune(teacher, model, training, input_name, weight_range(RECIPE), epochs=2, progress=False)
+    # after / before with 3 epochs: 0.67 on the machine this was written on, 0.78 on a Xeon with AVX-512 VNNI; 2
+    # epochs gave 0.76 on the first and 0.89 on the Xeon, too close to the bar
+    report = qat.finetune(teacher, model, training, input_name, weight_range(RECIPE), epochs=3, progress=False)
     after = float(np.mean((outputs(model, held_out, input_name) - target) ** 2))
     assert report.loss_after < report.loss_before  # on the training images
     assert after < 0.85 * before, (before, after)  # and on street photos it never saw

@@ -36,11 +36,6 @@ class AugmentConfig:
     brightness: float = 0.25
     contrast: float = 0.25
     saturation: float = 0.4
-    # a quarter turn of samples drawn from these sources: seen from above, people lie and swim as
-    # well as stand, and a view turned 90 degrees shows standing ones sideways (not for road scenes: cars drive
-    # on the ground)
-    turn: float = 0.0
-    turn_sources: tuple[str, ...] = ()
 
 
 @dataclass
@@ -85,8 +80,6 @@ class BatchMaker:
         if self.rng.random() < self.config.flip:
             canvas = canvas[:, ::-1]
             boxes = np.stack([size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]], axis=1)
-        if self.cache.sources[anchor] in self.config.turn_sources and self.rng.random() < self.config.turn:
-            canvas, boxes = quarter_turn(canvas, boxes.reshape(-1, 4))
         return np.ascontiguousarray(canvas), boxes.reshape(-1, 4), classes, weights
 
     def paste(
@@ -141,13 +134,6 @@ class BatchMaker:
         images = grey + (images - grey) * sat
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
         return ((images - mean) * gain + mean + shift).clamp_(0.0, 1.0)
-
-
-def quarter_turn(canvas: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The square canvas turned 90 degrees counter-clockwise (np.rot90), and its xyxy boxes with it."""
-    size = canvas.shape[1]
-    turned = np.stack([boxes[:, 1], size - boxes[:, 2], boxes[:, 3], size - boxes[:, 0]], axis=1)
-    return np.rot90(canvas), turned.astype(np.float32)
 
 
 def clip_boxes(

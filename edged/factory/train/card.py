@@ -110,10 +110,12 @@ def _intro(zoo: Zoo) -> str:
     from edged.factory.train.family import PARENT_FILE, PARENT_ID
 
     purposes = {
-        "yolox-drone-1280": "drones: the drone specialist (below) on the whole frame at twice its size, a 640-pixel "
-        "frame shown at 1280: the best on aerial people, by far the costliest. The governor ranks variants by "
+        "yolox-drone-1600": "drones: the drone specialist (below) on the whole frame at 2.5x its size, a 640-pixel "
+        "frame shown at 1600: the best on aerial people, by far the costliest. The governor ranks variants by "
         "family-heldout accuracy, where it is not the best: pin it for a search (MQTT `set/variant`, or "
         "`governor.mode: pinned` with `pinned_variant`)",
+        "yolox-drone-1280": "drones: the drone specialist at twice its size (1280), for a search at two-thirds of "
+        "the cost of 1600, missing more of the smallest people",
         PARENT_ID: "the fine-tuned parent at its native size: road and pole cameras, the default",
         "yolox-ft-320": "the same network on a smaller input: cheaper, loses small objects first",
         "yolox-ft-256": "the same network on a small input",
@@ -325,7 +327,7 @@ Training data (decoded once into a uint8 cache; held-out and tune splits exclude
 
 Real labels where they exist; where an image has none for a class, the COCO parent itself is the teacher for that
 class (its soft scores and boxes, distilled), so it keeps what it knew without overruling labels where it is blind
-(aerial people). Drone images are learnt at about twice their size: the drone points show them so.
+(aerial people). Drone images are learnt at 1.4-2.6x their size: the drone points show them at 2x and 2.5x.
 
 Recipe: {cfg.epochs} epochs x {cfg.samples_per_epoch} samples, batch {cfg.batch}, {cfg.augment.size}px crops, 4-way
 mosaic (p={cfg.augment.mosaic}), flips, colour jitter; AdamW lr {cfg.lr} (3e-4 lost 0.05 tune mAP in 60 steps:

@@ -230,16 +230,6 @@ class TrainCache:
         weight[mine] *= share / (1 - share) * weight[~mine].sum() / weight[mine].sum()
         return replace(self, sample_weight=weight)
 
-    def rescaled(self, source: str, scale_range: tuple[float, float]) -> TrainCache:
-        """The same images, `source`'s drawn at another scale jitter (a specialist learns them at the scale it runs)."""
-        low, high = scale_range
-        mine = np.asarray([s == source for s in self.sources])
-        if not mine.any() or not 0.0 < low <= high:
-            raise ValueError(f"cannot rescale {source} to {scale_range}: it has {int(mine.sum())} images")
-        jitter = self.scale_range.copy()
-        jitter[mine] = (low, high)
-        return replace(self, scale_range=jitter)
-
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(
