@@ -349,7 +349,8 @@ folds at load (`edged.factory.onnx_graph.store_weights_float16`): half the file,
 {DRONE_SHARE:.0%} of its samples drawn from drone-people (the parent drew {parent_drone_share}), the fine-tuned parent
 teaching the classes a drone image has no labels for. Why: the parent scored no better on its own drone training
 images than on held-out ones (an exploratory measurement, `DRONE_SHARE` in edged/factory/train/family.py): it
-underfitted them.
+underfitted them. Its input sizes were chosen on drone-people-tune among sizes and tilings (`DRONE_POINTS` there,
+beside the recipes tried and not kept).
 
 Build time on this 2-core CPU (shared with other work): {minutes or "see out/zoo-build/durations.json"}.
 """
