@@ -10,7 +10,6 @@ scale x its weights'); the build records that it fine-tuned, and says so when it
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -30,25 +29,17 @@ from edged.factory.calibration import CalibrationSet  # noqa: E402
 from edged.factory.int8 import (  # noqa: E402
     Int8Recipe,
     _session_factory,
+    host_saturates_u8s8,
     prepare_for_quantization,
     quantize_int8,
     weight_range,
 )
 from edged.factory.onnx_torch import torch_module  # noqa: E402
 
-
-def _int8_kernels_are_exact() -> bool:
-    """On x86 without VNNI (AVX2 only), ONNX Runtime's u8s8 kernels add pairs of products in int16 and saturate (its
-    quantization docs: the reason for `reduce_range`), so what it computes is not the integer arithmetic the torch
-    module models, and comparing the two measures the CPU, not the module."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if platform.machine().lower() not in ("x86_64", "amd64") or not cpuinfo.exists():
-        return True
-    return any(flag in cpuinfo.read_text() for flag in ("vnni", "amx"))
-
-
+# On x86 without VNNI, ONNX Runtime's u8s8 kernels add pairs of products in int16 and saturate, so what it computes
+# is not the integer arithmetic the torch module models, and comparing the two would measure the CPU, not the module.
 EXACT_INT8 = pytest.mark.skipif(
-    not _int8_kernels_are_exact(), reason="this x86 CPU has no VNNI: ONNX Runtime's u8s8 kernels saturate on it"
+    host_saturates_u8s8(), reason="this x86 CPU has no VNNI: ONNX Runtime's u8s8 kernels saturate on it"
 )
 PARENT = "fastestdet-352"
 RECIPE = Int8Recipe(calibration="percentile", weights="s8", float_first_conv=True)
