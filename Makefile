@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	@touch $@
 
+# Two workers, each taking whole test files (module fixtures are built once): the broker, daemon and fault tests
+# spend most of their time waiting, so they overlap the model tests that keep a core busy. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(BIN)/ruff format --check edged tests

@@ -172,3 +172,33 @@ def test_an_int8_variant_whose_own_file_fails_goes_whole(family: Path):
     kept = drop_failed(zoo, [v for v, verdict in verdicts.items() if not verdict["passed"]])
     assert "yolox-relu-416-int8" not in [v.id for v in kept.variants]
     assert not (family / "relu-int8.onnx").exists() and not (family / "relu-int8.tflite").exists()
+
+
+def test_a_specialists_points_are_held_to_the_fine_tuned_parent_at_their_own_size(tmp_path: Path):
+    """The small specialist must beat the fine-tuned parent at the size it would replace it (192, 224); the drone
+    points, at sizes the parent has no point for, are held to the parent at its own."""
+    from edged.factory.train.family import (
+        DRONE_NETWORK,
+        DRONE_POINTS,
+        SMALL_NETWORK,
+        SMALL_POINTS,
+        BuildContext,
+        _provenance,
+        _specialist_entries,
+    )
+
+    ctx = BuildContext(tmp_path / "shared", tmp_path / "out", tmp_path / "work")
+    ctx.out.mkdir()
+    for network in (SMALL_NETWORK, DRONE_NETWORK):
+        (ctx.out / f"{network}.onnx").write_bytes(b"the shipped file")  # no checkpoint: the shipped file is kept
+    provenance = _provenance("0" * 64, "a note")
+    small = _specialist_entries(ctx, "small", SMALL_NETWORK, SMALL_POINTS, provenance)
+    drone = _specialist_entries(ctx, "drone", DRONE_NETWORK, DRONE_POINTS, provenance)
+    assert {e.id: e.provenance.parent for e in small} == {
+        "yolox-small-224": "yolox-ft-224",
+        "yolox-small-192": "yolox-ft-192",
+    }
+    assert {e.provenance.parent for e in drone} == {PARENT_ID}
+    assert {e.file for e in small} == {ctx.out / f"{SMALL_NETWORK}.onnx"}  # one file, every point
+    assert all(GUARDS[e.id].passes(0.35, 0.35) and not GUARDS[e.id].passes(0.35, 0.349) for e in small)
+    assert provenance.parent is None  # each point got its own copy

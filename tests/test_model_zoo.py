@@ -100,9 +100,16 @@ def test_every_variant_opens_and_finds_people_on_the_demo_clip(zoo, demo_frame: 
 
 def test_binary_variant_is_at_least_6x_smaller_than_its_fp32_parent(zoo) -> None:
     """82 % of its weights are 1 bit and the rest stored in float16: about 3.7 bits a weight, 8.6x smaller at best
-    (the per-channel scales and the unpacking graph take some of that)."""
+    (the per-channel scales and the unpacking graph take some of that). Against the parent's weights in float32,
+    whatever its file stores them in (the shipped one keeps them in float16)."""
     binary = [v for v in zoo.variants if "binary" in v.technique]
     assert binary
     for v in binary:
         parent = zoo.variant(v.provenance.parent)
-        assert parent.format == "onnx" and zoo.file_of(parent).stat().st_size >= 6 * zoo.file_of(v).stat().st_size
+        assert parent.format == "onnx" and _float32_bytes(zoo.file_of(parent)) >= 6 * zoo.file_of(v).stat().st_size
+
+
+def _float32_bytes(path: Path) -> int:
+    import onnx
+
+    return 4 * sum(int(np.prod(i.dims)) for i in onnx.load(str(path)).graph.initializer)

@@ -40,3 +40,16 @@ def test_a_focused_source_gets_its_share_and_the_others_keep_their_ratios():
 def test_a_share_that_cannot_be_given_is_refused_by_name(source: str, share: float):
     with pytest.raises(ValueError, match=source):
         cache(["drone", "road"], [1.0, 1.0]).focused(source, share)
+
+
+def test_a_cache_at_another_scale_draws_every_image_that_much_larger_and_leaves_the_original():
+    original = cache(["drone", "road"], [1.0, 1.0])
+    smaller = original.at_scale(0.5)
+    assert smaller.base_scale == pytest.approx([0.5, 0.5])
+    assert original.base_scale == pytest.approx([1.0, 1.0])
+
+
+@pytest.mark.parametrize("factor", [0.0, -1.0, float("nan")])
+def test_a_scale_that_is_not_positive_is_refused(factor: float):
+    with pytest.raises(ValueError, match="positive"):
+        cache(["drone"], [1.0]).at_scale(factor)

@@ -121,6 +121,8 @@ def _intro(zoo: Zoo) -> str:
         "yolox-ft-256": "the same network on a small input",
         "yolox-ft-224": "the same network on a smaller input still: road objects survive, aerial people do not",
         "yolox-ft-192": "the same network at its smallest operating point: the cheap end",
+        "yolox-small-224": "the small specialist (below) at 224: the cheap end for road and pole cameras",
+        "yolox-small-192": "the small specialist at 192: the cheapest float point",
         "yolox-relu-416": "ReLU instead of SiLU: cheaper in float, and the base of the int8 siblings",
         "yolox-relu-320": "the ReLU sibling on a smaller input",
         "yolox-relu-256": "the ReLU sibling on a small input: road objects survive, aerial people do not",
@@ -289,6 +291,8 @@ def _how_built(ctx: BuildContext) -> str:
         PARENT_TRAINING,
         PRUNE_TRAINING,
         RELU_TRAINING,
+        SMALL_SCALE,
+        SMALL_TRAINING,
     )
 
     durations = _json(ctx.work / "durations.json") or {}
@@ -341,9 +345,10 @@ int8` (ONNX Runtime QDQ) on the ONNX files; for the TFLite files by PT2E (litert
 sibling's channel ranges equalized across layers (`edged.factory.equalize`, the same function), calibrated on the
 128 calibration images, then {Finetune().epochs} epochs with the quantizer in the loop on them and their mirrors,
 distilled from the float file (`edged.factory.tflite.Finetune`). The float TFLite files keep their weights in
-float16 (half the size; XNNPACK computes in float32). The ONNX files nothing is built from (pruned, low-rank,
-binary, drone) store their convolution weights in float16 too, widened to float32 by a Cast that ONNX Runtime
-folds at load (`edged.factory.onnx_graph.store_weights_float16`): half the file, the same float32 graph.
+float16 (half the size; XNNPACK computes in float32). Every ONNX file but the ReLU sibling's (which ONNX Runtime's
+int8 build quantizes, from float32 weights) stores its convolution weights in float16 too, widened to float32 by a
+Cast that ONNX Runtime folds at load (`edged.factory.onnx_graph.store_weights_float16`): half the file, the same
+float32 graph.
 
 **Drone specialist.** The fine-tuned parent trained {DRONE_TRAINING.epochs} epochs more (lr {DRONE_TRAINING.lr}),
 {DRONE_SHARE:.0%} of its samples drawn from drone-people (the parent drew {parent_drone_share}), the fine-tuned parent
@@ -351,6 +356,13 @@ teaching the classes a drone image has no labels for. Why: the parent scored no 
 images than on held-out ones (an exploratory measurement, `DRONE_SHARE` in edged/factory/train/family.py): it
 underfitted them. Its input sizes were chosen on drone-people-tune among sizes and tilings (`DRONE_POINTS` there,
 beside the recipes tried and not kept).
+
+**Small specialist.** The fine-tuned parent trained {SMALL_TRAINING.epochs} epochs more (lr {SMALL_TRAINING.lr},
+{SMALL_TRAINING.augment.size}px crops) with every image drawn at {SMALL_SCALE}x the scale it learnt: the parent saw a
+frame at 256-800 pixels on its longest side, so at 192-224 it runs below anything it was taught. The same loss as
+the parent's, the fine-tuned parent teaching at the same scale only the classes an image has no labels for. Each of
+its points is held to the fine-tuned parent's point at the same input size (it must at least match what it
+replaces).
 
 Build time on this 2-core CPU (shared with other work): {minutes or "see out/zoo-build/durations.json"}.
 """

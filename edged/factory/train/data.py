@@ -230,6 +230,13 @@ class TrainCache:
         weight[mine] *= share / (1 - share) * weight[~mine].sum() / weight[mine].sum()
         return replace(self, sample_weight=weight)
 
+    def at_scale(self, factor: float) -> TrainCache:
+        """The same images drawn `factor` times as large: for a network that runs at another input size (a 208-pixel
+        network sees a frame at half the size the 416-pixel one does)."""
+        if not factor > 0.0:
+            raise ValueError(f"a scale factor must be positive, not {factor}")
+        return replace(self, base_scale=self.base_scale * np.float32(factor))
+
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(

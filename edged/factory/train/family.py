@@ -12,6 +12,8 @@ under --work, which is git-ignored):
   lowrank  the fine-tuned parent's large 1x1 convolutions factorized (rank fitted to their responses), distilled
   binary   1-bit pointwise weights in the fine-tuned parent's deep stages and neck, BatchNorms restored after
            them, straight-through estimator, distilled, BatchNorms re-measured
+  small    the fine-tuned parent trained on at half the scale, for 192-224 pixel inputs (the cheap end)
+  drone    the fine-tuned parent trained on, mostly, drone views, for whole frames at 1280-1600
   export   ONNX files and zoo.yaml
   derive   from the exported ONNX files alone (no checkpoint): the int8 siblings through `edged zoo build
            --technique int8`, and TFLite forms (the file read back into torch, converted, checked against it)
@@ -67,7 +69,9 @@ from edged.zoo.manifest import Provenance
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SEED = 0
-STAGES = ("data", "parent", "relu", "prune", "lowrank", "binary", "drone", "export", "derive", "measure", "card")
+STAGES = (
+    "data", "parent", "relu", "prune", "lowrank", "binary", "small", "drone", "export", "derive", "measure", "card"
+)  # fmt: skip
 COMMAND = "python -m edged.factory.train.family --out model_zoo --shared ../shared"
 PARENT_FILE = "models/coco/yolox_nano_416.onnx"
 PARENT_LABELS = "models/coco/coco.names"
@@ -114,6 +118,16 @@ BINARY_SCOPE = ("backbone.dark4.1", "backbone.dark5.1", "backbone.dark5.2", "nec
 DRONE_SHARE = 0.75
 DRONE_TRAINING = replace(PARENT_TRAINING, epochs=26, lr=2e-4, warmup_epochs=0.5)
 
+# The small specialist: the fine-tuned parent trained again at the scale a 192-224 pixel network sees a frame. The
+# parent learnt every image at 0.4-1.25x of a 640-pixel frame (256-800 pixels on its longest side), so at 224 it
+# runs below the smallest scale it was taught; here the scales are halved (128-400), centred on those inputs. On
+# family-tune (mAP50-95, `edged zoo eval` of the checkpoint exported beside the zoo, exploratory, 2026-12-07): 10
+# epochs scored 0.433 at 192 and 0.456 at 224, 20 epochs 0.437 and 0.473, the fine-tuned parent 0.415 and 0.442.
+SMALL_SCALE = 0.5
+SMALL_TRAINING = replace(
+    PARENT_TRAINING, epochs=20, lr=2e-4, warmup_epochs=0.5, augment=replace(PARENT_TRAINING.augment, size=224)
+)
+
 CALIBRATION_BATCHES = 8  # batches of training crops the low-rank fit and the pruning read (128 images)
 
 # Operating points. One fine-tuned network serves several input sizes (its file leaves the size free).
@@ -130,6 +144,11 @@ PARENT_POINTS = {f"yolox-ft-{size}": size for size in (416, 320, 256, 224, 192)}
 # ships; tiles (`input.tiles`) remain for cameras whose frames are much larger than the network's input.
 DRONE_NETWORK = "yolox-drone"  # its file: one network, any size (the export leaves the size free)
 DRONE_POINTS = {"yolox-drone-1280": 1280, "yolox-drone-1600": 1600}
+# The small specialist's points: the cheap end of the family, where the fine-tuned parent runs below the scales it
+# learnt (SMALL_SCALE). Each is held to the parent's point at the same size: a specialist that does not beat the
+# network it would replace is not worth its file.
+SMALL_NETWORK = "yolox-small"
+SMALL_POINTS = {"yolox-small-224": 224, "yolox-small-192": 192}
 TRAIN_DATA = [s.name for s in SOURCES]
 # The accuracy guard, on family-heldout, against the variant each was derived from (its provenance parent: int8 ->
 # its float parent; the ReLU sibling -> the fine-tuned parent at the same input size; the others -> the fine-tuned
@@ -149,6 +168,8 @@ GUARDS = {
     "pruned50-416": Guard(min_kept=0.60),
     "lowrank-416": Guard(min_kept=0.60),
     "binary-416": Guard(min_kept=0.30),
+    "yolox-small-224": Guard(min_kept=1.0),
+    "yolox-small-192": Guard(min_kept=1.0),
     "yolox-relu-416-int8": INT8_GUARD,
     "yolox-relu-320-int8": INT8_GUARD,
     "yolox-relu-256-int8": INT8_GUARD,
@@ -342,6 +363,22 @@ def stage_binary(ctx: BuildContext) -> None:
     torch.save(recalibrate_batchnorm(trained, crops), ctx.stage_dir("binary") / "model.pt")
 
 
+def stage_small(ctx: BuildContext) -> None:
+    """Trained on every source at SMALL_SCALE, the fine-tuned parent teaching at the same scale only the classes an
+    image has no labels for (PARENT_TRAINING's loss): at 224 pixels the parent is the weaker of the two."""
+    cache, _ = cache_for(ctx)
+    torch.manual_seed(SEED)
+    model = train(
+        load_parent(ctx).train(),
+        cache.at_scale(SMALL_SCALE),
+        SMALL_TRAINING,
+        ctx.stage_dir("small"),
+        teacher=load_parent(ctx),
+        desc="small",
+    )
+    torch.save(model, ctx.stage_dir("small") / "model.pt")
+
+
 def stage_drone(ctx: BuildContext) -> None:
     train_sibling(ctx, "drone", load_parent(ctx).train(), DRONE_TRAINING, focus=("drone-people", DRONE_SHARE))
 
@@ -399,22 +436,41 @@ def stage_export(ctx: BuildContext) -> None:
         entries.append(
             Entry("binary-416", "fine-tuned+distilled+binary", binary, SIZE, _provenance(teacher_sha, note, PARENT_ID))
         )
-    drone = _sibling_file(
-        ctx, "drone", DRONE_NETWORK, lambda m, path: export_onnx(m, path, (SIZE, SIZE), any_size=True)
-    )
-    note = (
+    drone_note = (
         f"the fine-tuned parent trained {DRONE_TRAINING.epochs} epochs more, {DRONE_SHARE:.0%} of them on drone views"
     )
-    if drone is not None:
-        for vid, size in DRONE_POINTS.items():
-            entries.append(Entry(vid, "fine-tuned+distilled", drone, size, _provenance(teacher_sha, note, PARENT_ID)))
+    entries += _specialist_entries(ctx, "drone", DRONE_NETWORK, DRONE_POINTS, _provenance(teacher_sha, drone_note))
+    small_note = (
+        f"the fine-tuned parent trained {SMALL_TRAINING.epochs} epochs more with every image at {SMALL_SCALE}x the "
+        "scale it learnt, for inputs of 192-224 pixels"
+    )
+    entries += _specialist_entries(ctx, "small", SMALL_NETWORK, SMALL_POINTS, _provenance(teacher_sha, small_note))
     for entry in entries:
-        if entry.file not in (parent_file, relu_file):  # the int8 and TFLite builds read those two back
+        if entry.file != relu_file:  # ONNX Runtime's int8 build reads it back: its quantizer wants float32 weights
             store_float16(entry.file)
     write_zoo(ctx.out, list(LABELS), entries, default=PARENT_ID)
     (ctx.out / "NOTICE").write_text(NOTICE, encoding="utf-8")
     for path in set(ctx.out.glob("*.onnx")) - {e.file for e in entries}:
         path.unlink()  # a variant this build no longer makes
+
+
+def _specialist_entries(
+    ctx: BuildContext, stage: str, network: str, points: dict[str, int], provenance_: Provenance
+) -> list[Entry]:
+    """A specialist's one any-size file at each of its operating points. Each point's provenance parent is the
+    fine-tuned parent's point at the same input size where there is one (the small specialist: what it would
+    replace), else the fine-tuned parent at its own size (the drone points)."""
+    file = _sibling_file(ctx, stage, network, lambda m, path: export_onnx(m, path, (SIZE, SIZE), any_size=True))
+    if file is None:
+        return []
+    return [
+        Entry(vid, "fine-tuned+distilled", file, size, provenance_.model_copy(update={"parent": _ft_point(size)}))
+        for vid, size in points.items()
+    ]
+
+
+def _ft_point(size: int) -> str:
+    return next((vid for vid, at in PARENT_POINTS.items() if at == size), PARENT_ID)
 
 
 def store_float16(path: Path) -> None:
@@ -572,13 +628,15 @@ def image_tensors(files: list[Path], batch: int, size: int) -> Iterator[Tensor]:
 INT8_PARENTS = ("yolox-relu-416", "yolox-relu-320", "yolox-relu-256")
 RELU_SIZES = (416, 320, 256)
 # TFLite forms shipped beside the ONNX (LiteRT + XNNPACK: what phones and Pis run best). A TFLite file has one input
-# size, at 2.1 MB each in float (float16 weights): the best variant, the operating point at a third of its cost, and
-# the ReLU sibling at 416, the float parent of an int8 form (an int8 variant is measured against its parent on the
-# parent's fastest engine). The other sizes can be exported the same way (edged.factory.tflite) but would push
-# model_zoo/ past its 25 MB budget. The ReLU sibling at 256 had one in a build of 2026-12-06 (3.28 ms on LiteRT, its
-# int8 form 2.29 ms, 0.70x, in the same profile run on a 2-vCPU Xeon, Ice Lake): its own int8 form dominates it
-# wherever LiteRT runs, so the 2.1 MB went to the low-rank sibling.
-TFLITE_FLOAT = {"yolox-ft-416": PARENT_ONNX, "yolox-ft-224": PARENT_ONNX, "yolox-relu-416": RELU_ONNX}
+# size, at 2.1 MB each in float (float16 weights): the best variant, the small specialist at 192 (the cheap end,
+# where a third of the best one's cost is), and the ReLU sibling at 416, the float parent of an int8 form (an int8
+# variant is measured against its parent on the parent's fastest engine). The other sizes can be exported the same
+# way (edged.factory.tflite) but would push model_zoo/ past its 25 MB budget. The small specialist at 224 had one in
+# the first build with it (2026-12-07, 2-vCPU AMD EPYC): 2.48 ms against 1.92 at 192 for 0.357 against 0.353
+# family-heldout mAP50-95, and the zoo at 25.1 MB. The ReLU sibling at 256 had one in a build of 2026-12-06 (3.28
+# ms on LiteRT, its int8 form 2.29 ms, 0.70x, in the same profile run on a 2-vCPU Xeon, Ice Lake): its own int8
+# form dominates it wherever LiteRT runs, so the 2.1 MB went to the low-rank sibling.
+TFLITE_FLOAT = {"yolox-ft-416": PARENT_ONNX, "yolox-small-192": f"{SMALL_NETWORK}.onnx", "yolox-relu-416": RELU_ONNX}
 # int8 in LiteRT of the ReLU sibling, its channel ranges equalized first (edged.factory.equalize; without that the
 # file at 416 lost 0.028 mAP50-95 on family-heldout and was not shipped). SiLU int8 was tried: the fine-tuned parent
 # at 256 lost 0.10 mAP50-95 on the tune split (exploratory run, 2026-12-06), and equalization needs a ReLU.
@@ -673,6 +731,7 @@ STAGE_FUNCTIONS = {
     "prune": stage_prune,
     "lowrank": stage_lowrank,
     "binary": stage_binary,
+    "small": stage_small,
     "drone": stage_drone,
     "export": stage_export,
     "derive": stage_derive,
