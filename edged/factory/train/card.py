@@ -358,11 +358,11 @@ underfitted them. Its input sizes were chosen on drone-people-tune among sizes a
 beside the recipes tried and not kept).
 
 **Small specialist.** The fine-tuned parent trained {SMALL_TRAINING.epochs} epochs more (lr {SMALL_TRAINING.lr},
-{SMALL_TRAINING.augment.size}px crops) with every image drawn at {SMALL_SCALE}x the scale it learnt: the parent saw a
-frame at 256-800 pixels on its longest side, so at 192-224 it runs below anything it was taught. The same loss as
-the parent's, the fine-tuned parent teaching at the same scale only the classes an image has no labels for. Each of
-its points is held to the fine-tuned parent's point at the same input size (it must at least match what it
-replaces).
+{SMALL_TRAINING.augment.size}px crops) with every image drawn at {SMALL_SCALE}x the scale it learnt: the parent saw
+most frames at 256-800 pixels on their longest side, so at 192-224 it runs below the smallest scale it was
+taught. The same loss as the parent's, the fine-tuned parent teaching at the same scale only the classes an image
+has no labels for. Each of its points is held to the fine-tuned parent's point at the same input size (it must at
+least match what it replaces).
 
 Build time on this 2-core CPU (shared with other work): {minutes or "see out/zoo-build/durations.json"}.
 """

@@ -119,10 +119,11 @@ DRONE_SHARE = 0.75
 DRONE_TRAINING = replace(PARENT_TRAINING, epochs=26, lr=2e-4, warmup_epochs=0.5)
 
 # The small specialist: the fine-tuned parent trained again at the scale a 192-224 pixel network sees a frame. The
-# parent learnt every image at 0.4-1.25x of a 640-pixel frame (256-800 pixels on its longest side), so at 224 it
-# runs below the smallest scale it was taught; here the scales are halved (128-400), centred on those inputs. On
-# family-tune (mAP50-95, `edged zoo eval` of the checkpoint exported beside the zoo, exploratory, 2026-12-07): 10
-# epochs scored 0.433 at 192 and 0.456 at 224, 20 epochs 0.437 and 0.473, the fine-tuned parent 0.415 and 0.442.
+# parent learnt most images at 0.4-1.25x of a 640-pixel frame (256-800 pixels on their longest side; SOURCES), so
+# at 224 it runs below the smallest scale it was taught; here the scales are halved (128-400), centred on those
+# inputs. On family-tune (mAP50-95, `edged zoo eval` of the checkpoint exported beside the zoo, exploratory,
+# 2026-12-07): 10 epochs scored 0.433 at 192 and 0.456 at 224, 20 epochs 0.437 and 0.473, the fine-tuned parent
+# 0.415 and 0.442.
 SMALL_SCALE = 0.5
 SMALL_TRAINING = replace(
     PARENT_TRAINING, epochs=20, lr=2e-4, warmup_epochs=0.5, augment=replace(PARENT_TRAINING.augment, size=224)
