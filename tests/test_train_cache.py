@@ -1,4 +1,5 @@
-"""The training cache's draws: a source can be given a share of the samples (the drone specialist's recipe)."""
+"""The training cache's draws: a source can be given a share of the samples (the drone specialist's recipe), and
+every image another scale (the small specialist's)."""
 
 from __future__ import annotations
 

@@ -29,6 +29,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -284,13 +285,18 @@ def load_relu(ctx: BuildContext) -> YoloxNano:
 
 
 def train_sibling(
-    ctx: BuildContext, stage: str, model: nn.Module, cfg: TrainConfig, focus: tuple[str, float] | None = None
+    ctx: BuildContext,
+    stage: str,
+    model: nn.Module,
+    cfg: TrainConfig,
+    draw: Callable[[TrainCache], TrainCache] | None = None,
 ) -> nn.Module:
-    """Fine-tune a sibling (compressed or specialised), distilled from the fine-tuned parent; the module is saved
-    whole (its architecture is what compression made of it). `focus`: a source and the share of samples it gets."""
+    """Fine-tune a sibling (compressed or specialised), distilled from the fine-tuned parent (on the classes `cfg`'s
+    loss says); the module is saved whole (its architecture is what compression made of it). `draw`: how a
+    specialist draws the training images instead (a source's share of them, their scale)."""
     cache, _ = cache_for(ctx)
-    if focus is not None:
-        cache = cache.focused(*focus)
+    if draw is not None:
+        cache = draw(cache)
     torch.manual_seed(SEED)
     trained = train(model, cache, cfg, ctx.stage_dir(stage), teacher=load_parent(ctx), desc=stage)
     torch.save(trained, ctx.stage_dir(stage) / "model.pt")
@@ -365,23 +371,15 @@ def stage_binary(ctx: BuildContext) -> None:
 
 
 def stage_small(ctx: BuildContext) -> None:
-    """Trained on every source at SMALL_SCALE, the fine-tuned parent teaching at the same scale only the classes an
-    image has no labels for (PARENT_TRAINING's loss): at 224 pixels the parent is the weaker of the two."""
-    cache, _ = cache_for(ctx)
-    torch.manual_seed(SEED)
-    model = train(
-        load_parent(ctx).train(),
-        cache.at_scale(SMALL_SCALE),
-        SMALL_TRAINING,
-        ctx.stage_dir("small"),
-        teacher=load_parent(ctx),
-        desc="small",
-    )
-    torch.save(model, ctx.stage_dir("small") / "model.pt")
+    """Every source drawn at SMALL_SCALE; the fine-tuned parent teaches, at the same scale, only the classes an
+    image has no labels for (PARENT_TRAINING's loss): at 224 pixels it is the weaker of the two."""
+    draw = partial(TrainCache.at_scale, factor=SMALL_SCALE)
+    train_sibling(ctx, "small", load_parent(ctx).train(), SMALL_TRAINING, draw)
 
 
 def stage_drone(ctx: BuildContext) -> None:
-    train_sibling(ctx, "drone", load_parent(ctx).train(), DRONE_TRAINING, focus=("drone-people", DRONE_SHARE))
+    draw = partial(TrainCache.focused, source="drone-people", share=DRONE_SHARE)
+    train_sibling(ctx, "drone", load_parent(ctx).train(), DRONE_TRAINING, draw)
 
 
 def stage_export(ctx: BuildContext) -> None:
@@ -633,10 +631,10 @@ RELU_SIZES = (416, 320, 256)
 # where a third of the best one's cost is), and the ReLU sibling at 416, the float parent of an int8 form (an int8
 # variant is measured against its parent on the parent's fastest engine). The other sizes can be exported the same
 # way (edged.factory.tflite) but would push model_zoo/ past its 25 MB budget. The small specialist at 224 had one in
-# the first build with it (2026-12-07, 2-vCPU AMD EPYC): 2.48 ms against 1.92 at 192 for 0.357 against 0.353
-# family-heldout mAP50-95, and the zoo at 25.1 MB. The ReLU sibling at 256 had one in a build of 2026-12-06 (3.28
-# ms on LiteRT, its int8 form 2.29 ms, 0.70x, in the same profile run on a 2-vCPU Xeon, Ice Lake): its own int8
-# form dominates it wherever LiteRT runs, so the 2.1 MB went to the low-rank sibling.
+# the first build with it (2026-12-07, 2-vCPU AMD EPYC; that build's card was not committed): 2.48 ms against 1.92
+# at 192 for 0.357 against 0.353 family-heldout mAP50-95, and the zoo at 25.1 MB. The ReLU sibling at 256 had one in
+# a build of 2026-12-06 (3.28 ms on LiteRT, its int8 form 2.29 ms, 0.70x, in the same profile run on a 2-vCPU Xeon,
+# Ice Lake): its own int8 form dominates it wherever LiteRT runs, so the 2.1 MB went to the low-rank sibling.
 TFLITE_FLOAT = {"yolox-ft-416": PARENT_ONNX, "yolox-small-192": f"{SMALL_NETWORK}.onnx", "yolox-relu-416": RELU_ONNX}
 # int8 in LiteRT of the ReLU sibling, its channel ranges equalized first (edged.factory.equalize; without that the
 # file at 416 lost 0.028 mAP50-95 on family-heldout and was not shipped). SiLU int8 was tried: the fine-tuned parent
