@@ -178,7 +178,6 @@ def test_a_specialists_points_are_held_to_the_fine_tuned_parent_at_their_own_siz
     """The small specialist must beat the fine-tuned parent at the size it would replace it (192, 224); the drone
     points, at sizes the parent has no point for, are held to the parent at its own."""
     from edged.factory.train.family import (
-        DRONE_FINE_STAGE,
         DRONE_NETWORK,
         DRONE_POINTS,
         SMALL_NETWORK,
@@ -194,7 +193,7 @@ def test_a_specialists_points_are_held_to_the_fine_tuned_parent_at_their_own_siz
         (ctx.out / f"{network}.onnx").write_bytes(b"the shipped file")  # no checkpoint: the shipped file is kept
     provenance = _provenance("0" * 64, "a note")
     small = _specialist_entries(ctx, "small", SMALL_NETWORK, SMALL_POINTS, provenance)
-    drone = _specialist_entries(ctx, DRONE_FINE_STAGE, DRONE_NETWORK, DRONE_POINTS, provenance)
+    drone = _specialist_entries(ctx, "drone", DRONE_NETWORK, DRONE_POINTS, provenance)
     assert {e.id: e.provenance.parent for e in small} == {
         "yolox-small-224": "yolox-ft-224",
         "yolox-small-192": "yolox-ft-192",

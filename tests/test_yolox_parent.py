@@ -25,13 +25,7 @@ from edged.errors import ModelError  # noqa: E402
 from edged.factory.train.data import LABELS  # noqa: E402
 from edged.factory.train.lowrank import factorize  # noqa: E402
 from edged.factory.train.student import count_macs, export_onnx  # noqa: E402
-from edged.factory.train.yolox import (  # noqa: E402
-    YoloxNano,
-    from_family_onnx,
-    from_onnx,
-    with_activation,
-    with_fine_level,
-)
+from edged.factory.train.yolox import YoloxNano, from_family_onnx, from_onnx, with_activation  # noqa: E402
 from edged.vision.postprocess import PostprocessOptions  # noqa: E402
 from edged.zoo.datasets import open_eval_set  # noqa: E402
 from edged.zoo.eval import evaluate  # noqa: E402
@@ -111,61 +105,6 @@ def test_one_exported_file_serves_every_input_size(family_parent, tmp_path):
             expected = family_parent.decoded(torch.from_numpy(x)).numpy()
         assert out.shape == (1, 9, sum((height // s) * (width // s) for s in (8, 16, 32)))
         assert np.abs(out - expected).max() < 1e-2
-
-
-def test_a_stride_4_level_leaves_the_coarser_levels_as_they_were_and_ships_in_one_any_size_file(
-    family_parent, image, tmp_path
-):
-    parent = copy.deepcopy(family_parent).fuse_focus()
-    fine = with_fine_level(parent).eval()
-    x = _tensor(image)
-    fine_cells = (416 // 4) ** 2
-    with torch.no_grad():
-        coarse, everything = parent(x), fine(x)
-    assert fine.strides == (4, 8, 16, 32)
-    assert everything.shape[1] == fine_cells + coarse.shape[1]
-    assert torch.equal(everything[:, fine_cells:], coarse)  # the new level comes first and changes nothing else
-    # the new level starts on the stride-8 features upsampled (what the finer features add starts at zero), and
-    # its head (a copy of the stride-8 one) already finds something there: not the ~1e-5 of a random new level
-    with torch.no_grad():
-        c2, *coarse_features = fine.backbone.pyramid(x)
-        p3 = fine.neck(coarse_features)[0]
-        assert torch.equal(fine.fine(c2, p3), torch.nn.functional.interpolate(p3, scale_factor=2.0))
-        assert float(everything[0, :fine_cells, 4:].sigmoid().max()) > 0.1
-
-    path = export_onnx(fine, tmp_path / "fine.onnx", (416, 416), any_size=True)
-    session = ort.InferenceSession(str(path))
-    wide = np.random.default_rng(0).random((1, 3, 384, 640), dtype=np.float32)
-    out = session.run(None, {session.get_inputs()[0].name: wide})[0]
-    assert out.shape == (1, 9, sum((384 // s) * (640 // s) for s in (4, 8, 16, 32)))
-    with torch.no_grad():
-        assert np.abs(out - fine.decoded(torch.from_numpy(wide)).numpy()).max() < 1e-2
-        back = from_family_onnx(path, with_fine_level(copy.deepcopy(family_parent).fuse_focus()))
-        assert torch.allclose(back(x), everything, atol=1e-4)  # copied head weights stored once, read back twice
-    with pytest.raises(ValueError, match="already has a stride-4 level"):
-        with_fine_level(fine)
-
-
-def test_a_teacher_without_the_stride_4_level_distils_only_the_levels_it_has(family_parent, image):
-    from edged.factory.train.augment import Batch
-    from edged.factory.train.loss import LossConfig, compute_loss
-    from edged.factory.train.student import anchor_grid
-
-    teacher = copy.deepcopy(family_parent).fuse_focus().eval()
-    student = with_fine_level(teacher).eval()
-    x = _tensor(image)
-    with torch.no_grad():
-        teacher_raw, raw = teacher(x), student(x)
-        raw[:, : (416 // 4) ** 2] += 3.0  # whatever the stride-4 cells say, the teacher has no view on them
-    centres, strides = anchor_grid(416, 416, levels=student.strides)
-    unlabelled = Batch(  # one padding row, as the batch maker collates an image without labels
-        x, torch.zeros(1, 1, 4), torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1), torch.zeros(1, len(LABELS))
-    )
-    parts = compute_loss(raw, centres, strides, unlabelled, LossConfig(), teacher_raw)
-    assert parts.kd < 1e-3  # its own levels are its own outputs (zero but for the rounding of saturated scores)
-    with torch.no_grad():
-        raw[:, (416 // 4) ** 2 :, 4:] += 1.0  # coarse cells disagreeing are paid for
-    assert compute_loss(raw, centres, strides, unlabelled, LossConfig(), teacher_raw).kd > 100 * parts.kd
 
 
 def test_a_file_that_is_not_yolox_nano_is_refused_by_name(shared, coco_names):

@@ -285,7 +285,6 @@ def _how_built(ctx: BuildContext) -> str:
     from edged.factory.tflite import Finetune
     from edged.factory.train.family import (
         BINARY_TRAINING,
-        DRONE_FINE_TRAINING,
         DRONE_SHARE,
         DRONE_TRAINING,
         LOWRANK_TRAINING,
@@ -351,16 +350,12 @@ int8 build quantizes, from float32 weights) stores its convolution weights in fl
 Cast that ONNX Runtime folds at load (`edged.factory.onnx_graph.store_weights_float16`): half the file, the same
 float32 graph.
 
-**Drone specialist.** Two rounds. First the fine-tuned parent trained {DRONE_TRAINING.epochs} epochs more (lr
-{DRONE_TRAINING.lr}), {DRONE_SHARE:.0%} of its samples drawn from drone-people (the parent drew {parent_drone_share}),
-the fine-tuned parent teaching the classes a drone image has no labels for. Why: the parent scored no better on its
-own drone training images than on held-out ones (an exploratory measurement, `DRONE_SHARE` in
-edged/factory/train/family.py): it underfitted them. Then {DRONE_FINE_TRAINING.epochs} epochs more on the same draw
-with a stride-4 level (`edged.factory.train.yolox.with_fine_level`: the neck's stride-8 output upsampled onto the
-backbone's stride-4 features, its head a copy of the stride-8 one): after the first round the specialist still
-scored no better on its training images than held-out, and found most of the people it missed at IoU 0.5 at IoU
-0.1: where a person is, to a pixel, was what it lacked (`DRONE_FINE_TRAINING` there). Its input sizes were chosen
-on drone-people-tune among sizes and tilings (`DRONE_POINTS` there, beside the recipes tried and not kept).
+**Drone specialist.** The fine-tuned parent trained {DRONE_TRAINING.epochs} epochs more (lr {DRONE_TRAINING.lr}),
+{DRONE_SHARE:.0%} of its samples drawn from drone-people (the parent drew {parent_drone_share}), the fine-tuned parent
+teaching the classes a drone image has no labels for. Why: the parent scored no better on its own drone training
+images than on held-out ones (an exploratory measurement, `DRONE_SHARE` in edged/factory/train/family.py): it
+underfitted them. Its input sizes were chosen on drone-people-tune among sizes and tilings (`DRONE_POINTS` there,
+beside the recipes tried and not kept).
 
 **Small specialist.** The fine-tuned parent trained {SMALL_TRAINING.epochs} epochs more (lr {SMALL_TRAINING.lr},
 {SMALL_TRAINING.augment.size}px crops) with every image drawn at {SMALL_SCALE}x the scale it learnt: the parent saw

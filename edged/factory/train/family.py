@@ -64,14 +64,7 @@ from edged.factory.train.measure import Guard
 from edged.factory.train.prune import channel_summary, prune_model
 from edged.factory.train.student import count_macs, count_params, export_onnx
 from edged.factory.train.trainer import TrainConfig, train
-from edged.factory.train.yolox import (
-    SiluToRelu,
-    YoloxNano,
-    from_family_onnx,
-    from_onnx,
-    with_activation,
-    with_fine_level,
-)
+from edged.factory.train.yolox import SiluToRelu, YoloxNano, from_family_onnx, from_onnx, with_activation
 from edged.factory.train.zoo_writer import Entry, provenance, run_edged, write_zoo
 from edged.zoo.manifest import Provenance
 
@@ -125,16 +118,6 @@ BINARY_SCOPE = ("backbone.dark4.1", "backbone.dark5.1", "backbone.dark5.2", "nec
 # (drone-people-heldout at 1920: 0.179 against 0.194).
 DRONE_SHARE = 0.75
 DRONE_TRAINING = replace(PARENT_TRAINING, epochs=26, lr=2e-4, warmup_epochs=0.5)
-# Its second round: a stride-4 level (`yolox.with_fine_level`) trained on the same draw. After the first round the
-# specialist scored no better on its own drone training images than on held-out ones (person AP50 0.166 on 60
-# training images, 0.190 held-out, 1600, 500 detections), and 9 of 18 epochs more of the first round's recipe left
-# the tune split where it was (0.151 against 0.149 at 1600; stopped there): it had stopped learning, not run short
-# of steps. What it misses is place, not presence: AP 0.52 at IoU 0.1 and 0.19 at 0.5 (exploratory measurements of
-# 2026-12-07 with `edged zoo eval`; the 9-epoch run's code is not kept). Stride 4 is where YOLOX-nano still has the
-# pixels. Measured (this round started from the first round's shipped file, float16 weights; 66 min here): tune
-# AP50 0.137 at 1280 and 0.157 at 1600 (first round: 0.125, 0.149), held-out 0.193 at 1600 (0.190), at 1.74x the
-# multiplies at 1600 (13.0 G against 7.5 G; 8.3 G at 1280): within the noise of 77 images, for most of the cost.
-DRONE_FINE_TRAINING = replace(DRONE_TRAINING, epochs=12)
 
 # The small specialist: the fine-tuned parent trained again at the scale a 192-224 pixel network sees a frame. The
 # parent learnt most images at 0.4-1.25x of a 640-pixel frame (256-800 pixels on their longest side; SOURCES), so
@@ -162,7 +145,6 @@ PARENT_POINTS = {f"yolox-ft-{size}": size for size in (416, 320, 256, 224, 192)}
 # parent's own 2x2-tiled point, dominated by the specialist on drones and by yolox-ft-416 everywhere else, no longer
 # ships; tiles (`input.tiles`) remain for cameras whose frames are much larger than the network's input.
 DRONE_NETWORK = "yolox-drone"  # its file: one network, any size (the export leaves the size free)
-DRONE_FINE_STAGE = "drone/fine"  # the second round's work folder: what ships
 DRONE_POINTS = {"yolox-drone-1280": 1280, "yolox-drone-1600": 1600}
 # The small specialist's points: the cheap end of the family, where the fine-tuned parent runs below the scales it
 # learnt (SMALL_SCALE). Each is held to the parent's point at the same size: a specialist that does not beat the
@@ -396,11 +378,8 @@ def stage_small(ctx: BuildContext) -> None:
 
 
 def stage_drone(ctx: BuildContext) -> None:
-    """Two rounds: the fine-tuned parent trained on mostly drone views, then again with a stride-4 level."""
     draw = partial(TrainCache.focused, source="drone-people", share=DRONE_SHARE)
-    first = train_sibling(ctx, "drone", load_parent(ctx).train(), DRONE_TRAINING, draw)
-    assert isinstance(first, YoloxNano)
-    train_sibling(ctx, DRONE_FINE_STAGE, with_fine_level(first).train(), DRONE_FINE_TRAINING, draw)
+    train_sibling(ctx, "drone", load_parent(ctx).train(), DRONE_TRAINING, draw)
 
 
 def stage_export(ctx: BuildContext) -> None:
@@ -457,12 +436,9 @@ def stage_export(ctx: BuildContext) -> None:
             Entry("binary-416", "fine-tuned+distilled+binary", binary, SIZE, _provenance(teacher_sha, note, PARENT_ID))
         )
     drone_note = (
-        f"the fine-tuned parent trained {DRONE_TRAINING.epochs} epochs more, {DRONE_SHARE:.0%} of them on drone views, "
-        f"then {DRONE_FINE_TRAINING.epochs} more with a stride-4 level"
+        f"the fine-tuned parent trained {DRONE_TRAINING.epochs} epochs more, {DRONE_SHARE:.0%} of them on drone views"
     )
-    entries += _specialist_entries(
-        ctx, DRONE_FINE_STAGE, DRONE_NETWORK, DRONE_POINTS, _provenance(teacher_sha, drone_note)
-    )
+    entries += _specialist_entries(ctx, "drone", DRONE_NETWORK, DRONE_POINTS, _provenance(teacher_sha, drone_note))
     small_note = (
         f"the fine-tuned parent trained {SMALL_TRAINING.epochs} epochs more with every image at {SMALL_SCALE}x the "
         "scale it learnt, for inputs of 192-224 pixels"

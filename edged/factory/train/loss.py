@@ -165,7 +165,5 @@ def compute_loss(
     total, cls, box = detection_loss(raw, centres, strides, batch, cfg)
     if teacher_raw is None:
         return LossParts(total, cls, box)
-    # a student with a finer level than its teacher (`yolox.with_fine_level`) emits those cells first: the teacher
-    # speaks for the levels it has
-    kd = distillation_loss(raw[:, raw.shape[1] - teacher_raw.shape[1] :], teacher_raw, batch, cfg)
+    kd = distillation_loss(raw, teacher_raw, batch, cfg)
     return LossParts(total + kd, cls, box, float(kd.detach()))

@@ -177,13 +177,10 @@ class Student(nn.Module):
         return conv
 
 
-def anchor_grid(
-    height: int, width: int, device: torch.device | None = None, levels: tuple[int, ...] = STRIDES
-) -> tuple[Tensor, Tensor]:
-    """Cell centres [N, 2] in input pixels and their strides [N, 1], in the order the head emits them (`levels`:
-    the head's strides, where it has other levels than the student's)."""
+def anchor_grid(height: int, width: int, device: torch.device | None = None) -> tuple[Tensor, Tensor]:
+    """Cell centres [N, 2] in input pixels and their strides [N, 1], in the order the head emits them."""
     centres, strides = [], []
-    for stride in levels:
+    for stride in STRIDES:
         ys, xs = torch.meshgrid(
             torch.arange(height // stride, device=device, dtype=torch.float32),
             torch.arange(width // stride, device=device, dtype=torch.float32),
@@ -214,7 +211,7 @@ class ExportModel(nn.Module):
         self.student = student
         self.probabilities = hasattr(student, "predict") if probabilities is None else probabilities
         width, height = input_size
-        self.levels = [(height // s, width // s, float(s)) for s in getattr(student, "strides", STRIDES)]
+        self.levels = [(height // s, width // s, float(s)) for s in STRIDES]
         for i, (h, w, _) in enumerate(self.levels):
             self.register_buffer(f"columns{i}", torch.arange(w, dtype=torch.float32) + 0.5)
             self.register_buffer(f"rows{i}", (torch.arange(h, dtype=torch.float32) + 0.5).view(h, 1))

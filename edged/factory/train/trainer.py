@@ -20,7 +20,7 @@ from tqdm import tqdm
 from edged.factory.train.augment import AugmentConfig, BatchMaker
 from edged.factory.train.data import TrainCache
 from edged.factory.train.loss import LossConfig, compute_loss
-from edged.factory.train.student import STRIDES, anchor_grid
+from edged.factory.train.student import anchor_grid
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def train(
         ema.model.load_state_dict(torch.load(done, weights_only=True))
         return ema.model
     maker = BatchMaker(cache, cfg.augment, rng)
-    centres, strides = anchor_grid(cfg.augment.size, cfg.augment.size, levels=getattr(model, "strides", STRIDES))
+    centres, strides = anchor_grid(cfg.augment.size, cfg.augment.size)
     if teacher is not None:
         teacher.eval()
     for epoch in range(start_epoch, cfg.epochs):

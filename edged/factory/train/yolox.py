@@ -6,8 +6,6 @@ stem, a depthwise CSPDarknet, a PAFPN, a decoupled head at strides 8/16/32); the
 weights are matched by execution order and checked by shape, and `tests/test_yolox_parent.py` proves the torch
 module and ONNX Runtime agree to float precision.
 
-The drone specialist adds a fourth level at stride 4 (`with_fine_level`), for people a few pixels wide.
-
 Two changes against the ONNX, both exact:
 - the input is 0..1 (what the training batches and the family's manifest use): the 255 is folded into the stem;
 - the head keeps only the family's classes: the class predictor's rows for those COCO classes, so the module
@@ -22,7 +20,6 @@ is unchanged. `predict` and `decoded` are what exported files compute (for one i
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
@@ -36,7 +33,6 @@ from edged.errors import ModelError
 from edged.factory.equalize import Chain
 
 STRIDES = (8, 16, 32)
-FINE_STRIDES = (4, *STRIDES)  # with the stride-4 level (`with_fine_level`)
 MAX_LOG_PROBABILITY = -1e-6  # keeps log(1 - p) finite when objectness and class are both certain
 MAX_LOG_SIZE = 8.0  # exp(8) strides covers any box; keeps a diverging cell finite
 
@@ -143,14 +139,9 @@ class Backbone(nn.Module):
         )
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        return self.pyramid(x)[1:]
-
-    def pyramid(self, x: Tensor) -> list[Tensor]:
-        """Features at strides 4, 8, 16, 32."""
-        c2 = self.dark2(self.stem(x))
-        c3 = self.dark3(c2)
+        c3 = self.dark3(self.dark2(self.stem(x)))
         c4 = self.dark4(c3)
-        return [c2, c3, c4, self.dark5(c4)]
+        return [c3, c4, self.dark5(c4)]
 
 
 class PAFPN(nn.Module):
@@ -174,26 +165,6 @@ class PAFPN(nn.Module):
         pan_out1 = self.c3_n3(torch.cat([self.bu_conv2(pan_out2), fpn_out1], dim=1))
         pan_out0 = self.c3_n4(torch.cat([self.bu_conv1(pan_out1), fpn_out0], dim=1))
         return [pan_out2, pan_out1, pan_out0]
-
-
-class FineLevel(nn.Module):
-    """A stride-4 level for people a few pixels wide: the neck's stride-8 output upsampled, plus what a CSP block
-    reads from it and from the backbone's stride-4 features (YOLOX-nano's dark2, which the parent computes but never
-    reads). The block's last convolution starts at zero, so the level starts as the stride-8 one at twice its
-    resolution and learns only what the finer features add."""
-
-    def __init__(self, channels: int = 64, backbone_channels: int = 32):
-        super().__init__()
-        self.reduce = Conv(channels, backbone_channels, 1)
-        self.merge = CSPLayer(2 * backbone_channels, channels, 1, shortcut=False)
-        last = cast(nn.Conv2d, _child(self.merge.conv3, 0))
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(cast(Tensor, last.bias))
-
-    def forward(self, c2: Tensor, p3: Tensor) -> Tensor:
-        upsampled = F.interpolate(p3, scale_factor=2.0, mode="nearest")
-        reduced = F.interpolate(self.reduce(p3), scale_factor=2.0, mode="nearest")
-        return upsampled + cast(Tensor, self.merge(torch.cat([reduced, c2], dim=1)))
 
 
 class Head(nn.Module):
@@ -232,12 +203,6 @@ class YoloxNano(nn.Module):
         self.backbone = Backbone()
         self.neck = PAFPN()
         self.head = Head(num_classes)
-        self.fine: FineLevel | None = None  # the stride-4 level, where `with_fine_level` added one
-
-    @property
-    def strides(self) -> tuple[int, ...]:
-        """The strides of the levels the head emits, in its order."""
-        return FINE_STRIDES if self.fine is not None else STRIDES
 
     def first_layer(self) -> nn.Conv2d:
         stem = self.backbone.stem
@@ -252,11 +217,7 @@ class YoloxNano(nn.Module):
         return self
 
     def levels(self, x: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
-        if self.fine is None:
-            return self.head(self.neck(self.backbone(x)))
-        c2, *coarse = self.backbone.pyramid(x)
-        features = self.neck(coarse)
-        return self.head([self.fine(c2, features[0]), *features])
+        return self.head(self.neck(self.backbone(x)))
 
     def equalization_chains(self) -> list[Chain]:
         """The convolutions whose output feeds only other convolutions, with those consumers: where cross-layer
@@ -296,7 +257,7 @@ class YoloxNano(nn.Module):
         """The exported layout [B, 4 + C, N] ((cx, cy, w, h) in input pixels, then scores) with each level's cell
         grid taken from its own shape, so that one file serves any input size (a multiple of 32)."""
         outputs = []
-        for (box, obj, cls), level_stride in zip(self.levels(x), self.strides):
+        for (box, obj, cls), level_stride in zip(self.levels(x), STRIDES):
             stride = float(level_stride)  # a float constant: an int one becomes an integer tensor in some exporters
             height, width = box.shape[2], box.shape[3]
             columns = torch.arange(width, dtype=box.dtype)
@@ -306,27 +267,6 @@ class YoloxNano(nn.Module):
             wh = torch.exp(box[:, 2:4].clamp(max=MAX_LOG_SIZE)) * stride
             outputs.append(torch.cat([cx, cy, wh, obj.sigmoid() * cls.sigmoid()], dim=1).flatten(2))
         return torch.cat(outputs, dim=2)
-
-
-def with_fine_level(model: YoloxNano) -> YoloxNano:
-    """A copy of `model` that also predicts at stride 4 (`FineLevel`), for people a few pixels wide. Its coarser
-    levels are untouched (same outputs). The new level's head is a copy of the stride-8 one, its box predictor
-    rescaled to count in strides of 4, on the stride-8 features upsampled: it starts near the stride-8 detector
-    (not equal to it: its 3x3 convolutions see half the neighbourhood), not as noise."""
-    if model.fine is not None:
-        raise ValueError("the model already has a stride-4 level")
-    fine = copy.deepcopy(model)
-    fine.fine = FineLevel()
-    head = fine.head
-    for branch in (head.stems, head.cls_convs, head.reg_convs, head.cls_preds, head.reg_preds, head.obj_preds):
-        branch.insert(0, copy.deepcopy(branch[0]))
-    box = cast(nn.Conv2d, head.reg_preds[0])
-    ratio = STRIDES[0] / FINE_STRIDES[0]
-    with torch.no_grad():  # (dx, dy) in strides: the same offset is twice as many; log (w, h): log 2 more
-        box.weight[:2] *= ratio
-        cast(Tensor, box.bias)[:2] *= ratio
-        cast(Tensor, box.bias)[2:4] += math.log(ratio)
-    return fine
 
 
 def _child(sequence: nn.Module, index: int) -> nn.Module:
@@ -419,12 +359,11 @@ def _matched_convolutions(path: Path, model: YoloxNano) -> list[tuple[nn.Conv2d,
 
     graph = onnx.load(str(path)).graph
     weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    # weights stored in float16 (`store_weights_float16`) reach their convolution through a Cast; weights equal
-    # to another layer's (a head level copied, not yet trained) are stored once and reach it through an Identity
+    # weights stored in float16 (`store_weights_float16`) reach their convolution through a Cast
     weights |= {
         n.output[0]: weights[n.input[0]].astype(np.float32)
         for n in graph.node
-        if n.op_type in ("Cast", "Identity") and n.input[0] in weights
+        if n.op_type == "Cast" and n.input[0] in weights
     }
     convs = [n for n in graph.node if n.op_type == "Conv"]
     order = _execution_order(model)
