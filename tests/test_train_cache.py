@@ -1,9 +1,7 @@
-"""The training cache's draws: a source can be given a share of the samples (the drone specialist's recipe),
-every image another scale (the small specialist's), and a source's speckled frames despeckled."""
+"""The training cache's draws: a source can be given a share of the samples (the drone specialist's recipe), and
+every image another scale (the small specialist's)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +9,6 @@ import pytest
 pytest.importorskip("torch")
 
 from edged.factory.train.data import TrainCache
-from edged.factory.train.despeckle import despeckle
-from edged.sources import read_image
 
 
 def cache(sources: list[str], weights: list[float]) -> TrainCache:
@@ -58,64 +54,3 @@ def test_a_cache_at_another_scale_draws_every_image_that_much_larger_and_leaves_
 def test_a_scale_that_is_not_positive_is_refused(factor: float):
     with pytest.raises(ValueError, match="positive"):
         cache(["drone"], [1.0]).at_scale(factor)
-
-
-def speckled(image: np.ndarray, share: float, seed: int = 0) -> np.ndarray:
-    """`image` with `share` of its pixels set to pure black or white, as Roboflow's noise augmentation does."""
-    rng = np.random.default_rng(seed)
-    noisy = image.copy()
-    hit = rng.random(image.shape[:2]) < share
-    noisy[hit] = np.where(rng.random(int(hit.sum())) < 0.5, 0, 255)[:, None]
-    return noisy
-
-
-def smooth_frame() -> np.ndarray:
-    """A sea-and-sand gradient: no pixel is an outlier of its neighbourhood."""
-    y, x = np.mgrid[0:120, 0:160]
-    return np.stack([60 + x // 2, 90 + y // 2, 120 + (x + y) // 8], axis=-1).astype(np.uint8)
-
-
-def test_despeckling_restores_a_speckled_frame_and_keeps_what_is_inside_a_labelled_box():
-    clean = smooth_frame()
-    clean[50:53, 70:72] = 20  # a person 2 pixels wide, dark on the sand: itself an outlier of its 3x3 median
-    box = np.asarray([[70, 50, 72, 53]], np.float32)
-    noisy = speckled(clean, 0.02)
-    restored = despeckle(noisy, box)
-    outside = np.ones(clean.shape[:2], bool)
-    outside[49:54, 69:73] = False  # the box grown by its one-pixel margin
-    assert np.abs(restored.astype(int) - clean)[outside].max() <= 8  # every noise pixel gone, the gradient intact
-    assert (restored[49:54, 69:73] == noisy[49:54, 69:73]).all()  # the person (and any noise on it) as labelled
-
-
-def test_a_frame_without_speckle_comes_back_as_it_is():
-    clean = smooth_frame()
-    clean[50:53, 70:72] = 20  # an unlabelled dark speck alone is no reason to filter a frame
-    assert despeckle(clean, np.zeros((0, 4), np.float32)) is clean
-
-
-def test_only_the_named_source_is_despeckled_and_the_original_cache_is_left_alone():
-    noisy = speckled(smooth_frame(), 0.02)
-    original = cache(["drone", "road"], [1.0, 1.0])
-    original.images = [noisy, noisy]
-    drawn = original.despeckled("drone")
-    assert drawn.images[1] is noisy  # another source's frames are not touched
-    assert not np.array_equal(drawn.images[0], noisy)
-    assert original.images[0] is noisy
-
-
-def test_despeckling_a_source_the_cache_lacks_is_refused_by_name():
-    with pytest.raises(ValueError, match="boat"):
-        cache(["drone"], [1.0]).despeckled("boat")
-
-
-def test_the_speckled_roboflow_training_frames_are_told_from_the_clean_held_out_ones(shared: Path):
-    """The real export: training frames carry the noise, the valid and test splits do not (despeckle's why)."""
-    folder = shared / "data/distill/drone-people/images"
-    frames = {split: sorted(folder.glob(f"{split}_*"))[:40] for split in ("train", "valid", "test")}
-    images = {split: [read_image(p) for p in paths] for split, paths in frames.items()}
-    filtered = {
-        split: sum(despeckle(image, np.zeros((0, 4))) is not image for image in frames)
-        for split, frames in images.items()
-    }
-    assert filtered["valid"] == filtered["test"] == 0
-    assert filtered["train"] >= len(frames["train"]) // 3

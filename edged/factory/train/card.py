@@ -352,11 +352,10 @@ float32 graph.
 
 **Drone specialist.** The fine-tuned parent trained {DRONE_TRAINING.epochs} epochs more (lr {DRONE_TRAINING.lr}),
 {DRONE_SHARE:.0%} of its samples drawn from drone-people (the parent drew {parent_drone_share}), the fine-tuned parent
-teaching the classes a drone image has no labels for, its drone frames despeckled: Roboflow's export added
-salt-and-pepper noise to most of the training split and to none of valid and test (`edged.factory.train.despeckle`).
-Why: the parent scored no better on its own drone training images than on held-out ones (an exploratory
-measurement, `DRONE_SHARE` in edged/factory/train/family.py): it underfitted them. Its input sizes were chosen on
-drone-people-tune among sizes and tilings (`DRONE_POINTS` there, beside the recipes tried and not kept).
+teaching the classes a drone image has no labels for. Why: the parent scored no better on its own drone training
+images than on held-out ones (an exploratory measurement, `DRONE_SHARE` in edged/factory/train/family.py): it
+underfitted them. Its input sizes were chosen on drone-people-tune among sizes and tilings (`DRONE_POINTS` there,
+beside the recipes tried and not kept).
 
 **Small specialist.** The fine-tuned parent trained {SMALL_TRAINING.epochs} epochs more (lr {SMALL_TRAINING.lr},
 {SMALL_TRAINING.augment.size}px crops) with every image drawn at {SMALL_SCALE}x the scale it learnt: the parent saw

@@ -21,7 +21,6 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from edged.factory.train.despeckle import despeckle
 from edged.sources import IMAGE_SUFFIXES, read_image
 from edged.vision.detector import Detector
 from edged.vision.postprocess import PostprocessOptions
@@ -230,17 +229,6 @@ class TrainCache:
         weight = self.sample_weight.copy()
         weight[mine] *= share / (1 - share) * weight[~mine].sum() / weight[mine].sum()
         return replace(self, sample_weight=weight)
-
-    def despeckled(self, source: str) -> TrainCache:
-        """The same draw, with the impulse noise of `source`'s speckled frames removed outside their boxes
-        (edged.factory.train.despeckle: why)."""
-        if source not in self.sources:
-            raise ValueError(f"no {source} images to despeckle")
-        images = [
-            despeckle(image, boxes) if s == source else image
-            for image, boxes, s in zip(self.images, self.boxes, self.sources)
-        ]
-        return replace(self, images=images)
 
     def at_scale(self, factor: float) -> TrainCache:
         """The same images drawn `factor` times as large: for a network that runs at another input size (a 208-pixel

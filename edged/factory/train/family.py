@@ -380,9 +380,7 @@ def stage_small(ctx: BuildContext) -> None:
 
 
 def stage_drone(ctx: BuildContext) -> None:
-    def draw(cache: TrainCache) -> TrainCache:
-        return cache.focused("drone-people", DRONE_SHARE).despeckled("drone-people")
-
+    draw = partial(TrainCache.focused, source="drone-people", share=DRONE_SHARE)
     train_sibling(ctx, "drone", load_parent(ctx).train(), DRONE_TRAINING, draw)
 
 
@@ -440,8 +438,7 @@ def stage_export(ctx: BuildContext) -> None:
             Entry("binary-416", "fine-tuned+distilled+binary", binary, SIZE, _provenance(teacher_sha, note, PARENT_ID))
         )
     drone_note = (
-        f"the fine-tuned parent trained {DRONE_TRAINING.epochs} epochs more, {DRONE_SHARE:.0%} of them on drone views "
-        "(despeckled)"
+        f"the fine-tuned parent trained {DRONE_TRAINING.epochs} epochs more, {DRONE_SHARE:.0%} of them on drone views"
     )
     entries += _specialist_entries(ctx, "drone", DRONE_NETWORK, DRONE_POINTS, _provenance(teacher_sha, drone_note))
     small_note = (
