@@ -117,7 +117,8 @@ BINARY_SCOPE = ("backbone.dark4.1", "backbone.dark5.1", "backbone.dark5.2", "nec
 # parent as here: drone-people-tune AP50 0.143 at 1920 and 0.108 at 1280, against 0.138 and 0.125 for this recipe
 # (drone-people-heldout at 1920: 0.179 against 0.194). Nor (commit bff0c76, reverted): a second round of 12 epochs
 # with a stride-4 level (tune 0.137 at 1280 and 0.157 at 1600 against 0.125 and 0.149; held-out 0.193 at 1600
-# against 0.190, for 1.74x the multiplies).
+# against 0.190, for 1.74x the multiplies). Nor (commit 48da69a, reverted): its drone frames despeckled, Roboflow's
+# salt-and-pepper noise removed from 266 of them (tune 0.137 at 1600 against 0.149; held-out 0.192 against 0.190).
 DRONE_SHARE = 0.75
 DRONE_TRAINING = replace(PARENT_TRAINING, epochs=26, lr=2e-4, warmup_epochs=0.5)
 
