@@ -99,15 +99,22 @@ class BatchMaker:
         dst_x0, dst_y0 = x0 + round(max(0.0, -wx)), y0 + round(max(0.0, -wy))
         dst_w = min(round((src_x1 - src_x0) * scale), x0 + rw - dst_x0)
         dst_h = min(round((src_y1 - src_y0) * scale), y0 + rh - dst_y0)
-        if dst_w >= 1 and dst_h >= 1:
-            roi = image[int(src_y0) : int(np.ceil(src_y1)), int(src_x0) : int(np.ceil(src_x1))]
-            interpolation = cv2.INTER_LINEAR if scale >= 1 else cv2.INTER_AREA
-            canvas[dst_y0 : dst_y0 + dst_h, dst_x0 : dst_x0 + dst_w] = cv2.resize(
-                roi, (dst_w, dst_h), interpolation=interpolation
-            )
-        boxes = self.cache.boxes[index] * scale
-        boxes = boxes - np.asarray([wx, wy, wx, wy], np.float32) + np.asarray([x0, y0, x0, y0], np.float32)
-        return clip_boxes(boxes, (x0, y0, x0 + rw, y0 + rh), self.cache.classes[index], self.cache.weights[index])
+        if dst_w < 1 or dst_h < 1:
+            return np.zeros((0, 4), np.float32), self.cache.classes[index][:0], self.cache.weights[index][:0]
+        # whole source pixels are resized onto whole canvas pixels: the boxes follow that exact mapping (cv2.resize
+        # maps pixel edges onto pixel edges), not the jittered scale and window they were drawn from, which put a
+        # label up to a source pixel off the pixels it names
+        left, top = int(src_x0), int(src_y0)
+        roi = image[top : int(np.ceil(src_y1)), left : int(np.ceil(src_x1))]
+        interpolation = cv2.INTER_LINEAR if scale >= 1 else cv2.INTER_AREA
+        canvas[dst_y0 : dst_y0 + dst_h, dst_x0 : dst_x0 + dst_w] = cv2.resize(
+            roi, (dst_w, dst_h), interpolation=interpolation
+        )
+        gain = np.asarray([dst_w / roi.shape[1], dst_h / roi.shape[0]] * 2, np.float32)
+        boxes = (self.cache.boxes[index] - np.asarray([left, top] * 2, np.float32)) * gain
+        boxes += np.asarray([dst_x0, dst_y0] * 2, np.float32)
+        window = (dst_x0, dst_y0, dst_x0 + dst_w, dst_y0 + dst_h)
+        return clip_boxes(boxes, window, self.cache.classes[index], self.cache.weights[index])
 
     def collate(self, samples: list[Sample], anchors: np.ndarray) -> Batch:
         images = torch.from_numpy(np.stack([s[0] for s in samples])).permute(0, 3, 1, 2).float().div_(255.0)
