@@ -354,8 +354,11 @@ float32 graph.
 {DRONE_SHARE:.0%} of its samples drawn from drone-people (the parent drew {parent_drone_share}), the fine-tuned parent
 teaching the classes a drone image has no labels for. Why: the parent scored no better on its own drone training
 images than on held-out ones (an exploratory measurement, `DRONE_SHARE` in edged/factory/train/family.py): it
-underfitted them. Its input sizes were chosen on drone-people-tune among sizes and tilings (`DRONE_POINTS` there,
-beside the recipes tried and not kept).
+underfitted them. Its box loss adds to GIoU an L1 term on the raw box encoding (gain
+{DRONE_TRAINING.loss.l1_gain:g}, YOLOX's own localisation term): GIoU alone is least, where a 2-pixel person's place
+is in doubt by a pixel, on a box half as wide again (tests/test_loss.py), and such boxes miss IoU 0.5. Its input
+sizes were chosen on drone-people-tune among sizes and tilings (`DRONE_POINTS` there, beside the recipes tried and
+not kept).
 
 **Small specialist.** The fine-tuned parent trained {SMALL_TRAINING.epochs} epochs more (lr {SMALL_TRAINING.lr},
 {SMALL_TRAINING.augment.size}px crops) with every image drawn at {SMALL_SCALE}x the scale it learnt: the parent saw

@@ -28,6 +28,9 @@ class LossConfig:
     box_gain: float = 3.0
     kd_gain: float = 1.0
     kd_box_gain: float = 1.0
+    # L1 on the raw box encoding (centre offset in strides, log size), YOLOX's own localisation term beside its IoU
+    # loss; 0 leaves GIoU alone, whose optimum under doubt about a box's place is a larger box
+    l1_gain: float = 0.0
     # distil only the classes an image has no labels for: a COCO teacher keeps what it knew (vehicles in the
     # drone views, everything in general scenes) without overruling real labels where it is blind (aerial people)
     kd_unlabelled_only: bool = False
@@ -44,6 +47,13 @@ class LossParts:
 def cxcywh_to_xyxy(b: Tensor) -> Tensor:
     half = b[..., 2:4] / 2
     return torch.cat([b[..., :2] - half, b[..., :2] + half], dim=-1)
+
+
+def encode_boxes(boxes: Tensor, centres: Tensor, strides: Tensor) -> Tensor:
+    """xyxy boxes [B, N, 4] -> the raw (dx, dy, log w, log h) that `decode_boxes` turns back into them."""
+    wh = (boxes[..., 2:] - boxes[..., :2]).clamp(min=EPS)
+    xy = (boxes[..., :2] + boxes[..., 2:]) / 2
+    return torch.cat([(xy - centres) / strides, torch.log(wh / strides)], dim=-1)
 
 
 def pairwise_iou(a: Tensor, b: Tensor) -> Tensor:
@@ -134,6 +144,9 @@ def detection_loss(
         gt_boxes = batch.boxes.gather(1, found.gt_index.unsqueeze(-1).expand(-1, -1, 4))
         box_weight = batch.weights.gather(1, found.gt_index)[found.foreground]
         per_box = giou_loss(boxes[found.foreground], gt_boxes[found.foreground])
+        if cfg.l1_gain:
+            encoded = encode_boxes(gt_boxes, centres, strides)[found.foreground]
+            per_box = per_box + cfg.l1_gain / cfg.box_gain * (raw[..., :4][found.foreground] - encoded).abs().sum(-1)
         box = (per_box * box_weight).sum() / normaliser
     else:
         box = raw.sum() * 0.0
