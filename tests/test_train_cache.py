@@ -1,5 +1,5 @@
 """The training cache's draws: a source can be given a share of the samples (the drone specialist's recipe), and
-every image another scale (the small specialist's)."""
+every image another scale (the small specialist's), a source another scale jitter (the drone specialist's)."""
 
 from __future__ import annotations
 
@@ -54,3 +54,21 @@ def test_a_cache_at_another_scale_draws_every_image_that_much_larger_and_leaves_
 def test_a_scale_that_is_not_positive_is_refused(factor: float):
     with pytest.raises(ValueError, match="positive"):
         cache(["drone"], [1.0]).at_scale(factor)
+
+
+def test_a_rescaled_source_is_drawn_at_its_own_jitter_and_the_others_and_the_original_keep_theirs():
+    original = cache(["drone", "road", "drone"], [1.0, 1.0, 1.0])
+    rescaled = original.rescaled("drone", (1.8, 3.2))
+    np.testing.assert_allclose(rescaled.scale_range, [[1.8, 3.2], [1.0, 1.0], [1.8, 3.2]], rtol=1e-6)
+    np.testing.assert_array_equal(original.scale_range, [[1.0, 1.0]] * 3)
+
+
+def test_a_source_the_cache_lacks_is_refused_by_name():
+    with pytest.raises(ValueError, match="boat"):
+        cache(["drone"], [1.0]).rescaled("boat", (1.0, 2.0))
+
+
+@pytest.mark.parametrize("scale_range", [(0.0, 2.0), (-1.0, 2.0), (3.0, 2.0), (float("nan"), 2.0)])
+def test_a_scale_range_that_is_not_positive_and_ordered_is_refused(scale_range: tuple[float, float]):
+    with pytest.raises(ValueError, match="positive and ordered"):
+        cache(["drone"], [1.0]).rescaled("drone", scale_range)

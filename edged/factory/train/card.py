@@ -110,12 +110,14 @@ def _intro(zoo: Zoo) -> str:
     from edged.factory.train.family import PARENT_FILE, PARENT_ID
 
     purposes = {
-        "yolox-drone-1600": "drones: the drone specialist (below) on the whole frame at 2.5x its size, a 640-pixel "
-        "frame shown at 1600: the best on aerial people, by far the costliest. The governor ranks variants by "
-        "family-heldout accuracy, where it is not the best: pin it for a search (MQTT `set/variant`, or "
+        "yolox-drone-1920": "drones: the drone specialist (below) on the whole frame at 3x its size, a 640-pixel "
+        "frame shown at 1920: the best on aerial people on the tune split, by far the costliest. The governor ranks "
+        "variants by family-heldout accuracy, where it is not the best: pin it for a search (MQTT `set/variant`, or "
         "`governor.mode: pinned` with `pinned_variant`)",
-        "yolox-drone-1280": "drones: the drone specialist at twice its size (1280), for a search at two-thirds of "
-        "the cost of 1600, missing more of the smallest people",
+        "yolox-drone-1600": "drones: the drone specialist at 2.5x its size (1600), for a search at two-thirds of the "
+        "cost of 1920, within the noise of it on the held-out split",
+        "yolox-drone-1280": "drones: the drone specialist at twice its size (1280), at under half the cost of 1920, "
+        "missing more of the smallest people",
         PARENT_ID: "the fine-tuned parent at its native size: road and pole cameras, the default",
         "yolox-ft-320": "the same network on a smaller input: cheaper, loses small objects first",
         "yolox-ft-256": "the same network on a small input",
@@ -285,6 +287,7 @@ def _how_built(ctx: BuildContext) -> str:
     from edged.factory.tflite import Finetune
     from edged.factory.train.family import (
         BINARY_TRAINING,
+        DRONE_SCALE,
         DRONE_SHARE,
         DRONE_TRAINING,
         LOWRANK_TRAINING,
@@ -331,7 +334,7 @@ Training data (decoded once into a uint8 cache; held-out and tune splits exclude
 
 Real labels where they exist; where an image has none for a class, the COCO parent itself is the teacher for that
 class (its soft scores and boxes, distilled), so it keeps what it knew without overruling labels where it is blind
-(aerial people). Drone images are learnt at 1.4-2.6x their size: the drone points show them at 2x and 2.5x.
+(aerial people). Drone images are learnt at 1.4-2.6x their size (the drone specialist's at 1.8-3.2x).
 
 Recipe: {cfg.epochs} epochs x {cfg.samples_per_epoch} samples, batch {cfg.batch}, {cfg.augment.size}px crops, 4-way
 mosaic (p={cfg.augment.mosaic}), flips, colour jitter; AdamW lr {cfg.lr} (3e-4 lost 0.05 tune mAP in 60 steps:
@@ -356,9 +359,10 @@ teaching the classes a drone image has no labels for. Why: the parent scored no 
 images than on held-out ones (an exploratory measurement, `DRONE_SHARE` in edged/factory/train/family.py): it
 underfitted them. Its box loss adds to GIoU an L1 term on the raw box encoding (gain
 {DRONE_TRAINING.loss.l1_gain:g}, YOLOX's own localisation term): GIoU alone is least, where a 2-pixel person's place
-is in doubt by a pixel, on a box half as wide again (tests/test_loss.py), and such boxes miss IoU 0.5. Its input
-sizes were chosen on drone-people-tune among sizes and tilings (`DRONE_POINTS` there, beside the recipes tried and
-not kept).
+is in doubt by a pixel, on a box half as wide again (tests/test_loss.py), and such boxes miss IoU 0.5. Its drone
+views are drawn at {DRONE_SCALE[0]:g}-{DRONE_SCALE[1]:g}x their size (`DRONE_SCALE`), around the scale its points
+run at (2-3x), where the parent learnt them at 1.4-2.6x. Its input sizes were chosen on drone-people-tune among
+sizes and tilings (`DRONE_POINTS` there, beside the recipes tried and not kept).
 
 **Small specialist.** The fine-tuned parent trained {SMALL_TRAINING.epochs} epochs more (lr {SMALL_TRAINING.lr},
 {SMALL_TRAINING.augment.size}px crops) with every image drawn at {SMALL_SCALE}x the scale it learnt: the parent saw

@@ -230,6 +230,18 @@ class TrainCache:
         weight[mine] *= share / (1 - share) * weight[~mine].sum() / weight[mine].sum()
         return replace(self, sample_weight=weight)
 
+    def rescaled(self, source: str, scale_range: tuple[float, float]) -> TrainCache:
+        """The same images, `source`'s drawn at another scale jitter: a specialist learns them at the scale it runs."""
+        low, high = scale_range
+        mine = np.asarray([s == source for s in self.sources])
+        if not mine.any():
+            raise ValueError(f"cannot rescale {source}: the cache has no images from it")
+        if not 0.0 < low <= high:
+            raise ValueError(f"a scale range must be positive and ordered (low <= high), not {scale_range}")
+        jitter = self.scale_range.copy()
+        jitter[mine] = (low, high)
+        return replace(self, scale_range=jitter)
+
     def at_scale(self, factor: float) -> TrainCache:
         """The same images drawn `factor` times as large: for a network that runs at another input size (a 208-pixel
         network sees a frame at half the size the 416-pixel one does)."""
