@@ -221,9 +221,13 @@ class TrainCache:
     def __len__(self) -> int:
         return len(self.images)
 
+    def of_source(self, source: str) -> np.ndarray:
+        """[n] bool: which images came from `source`."""
+        return np.asarray([s == source for s in self.sources])
+
     def focused(self, source: str, share: float) -> TrainCache:
         """The same images, drawn so that `source` makes `share` of the samples (the rest keep their ratios)."""
-        mine = np.asarray([s == source for s in self.sources])
+        mine = self.of_source(source)
         if not mine.any() or mine.all() or not 0.0 < share < 1.0:
             raise ValueError(f"cannot give {source} a {share} share: it has {int(mine.sum())} of {len(self)} images")
         weight = self.sample_weight.copy()
@@ -233,7 +237,7 @@ class TrainCache:
     def rescaled(self, source: str, scale_range: tuple[float, float]) -> TrainCache:
         """The same images, `source`'s drawn at another scale jitter: a specialist learns them at the scale it runs."""
         low, high = scale_range
-        mine = np.asarray([s == source for s in self.sources])
+        mine = self.of_source(source)
         if not mine.any():
             raise ValueError(f"cannot rescale {source}: the cache has no images from it")
         if not 0.0 < low <= high:
