@@ -429,6 +429,8 @@ class MqttLink:
         if not self._connected:
             return
         info = self._client.publish(self.topics.availability, availability, qos=1, retain=True)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:  # the link dropped since the check: nothing queued, the will stands in
+            return
         while not info.is_published() and self._connected and self._network_alive() and time.monotonic() < deadline:
             time.sleep(0.01)
 
