@@ -87,6 +87,25 @@ def test_clean_stop_leaves_availability_stopped_and_unclean_offline(
     assert late.wait_for(f"{BASE}/availability", 3)[-1].payload == b"offline"
 
 
+def test_stop_completes_when_the_broker_drops_between_the_connected_check_and_the_availability_publish(
+    broker: Mosquitto, tmp_path: Path, links: Links
+) -> None:
+    """The race seen once in the crash test, made certain: the link still believes it is connected (the flag is
+    set back after paho reported the drop), so stop() publishes `stopped` into a closed socket; paho refuses it
+    and stop() must still finish: no exception, the outbox closed and reopenable by the next link."""
+    config = link_config(broker, tmp_path)
+    link = links.start(config)
+    link.publish_detections(detection(0))
+    wait_until(lambda: link.outbox_depth == 0, what="the detection to be acknowledged")
+    broker.stop()
+    wait_until(lambda: not link.connected, what="the link to notice")
+    link._connected = True  # the window between the check in _announce and paho's publish
+    link.stop(timeout_s=2.0)
+
+    # the outbox's lock is released (a link that had not closed it would hold it) and nothing was left in it
+    assert links.start(config, wait_connected=False).outbox_depth == 0
+
+
 def test_retained_state_and_availability_are_republished_after_a_broker_restart(
     broker: Mosquitto, tmp_path: Path, links: Links, recorders: list[Recorder]
 ) -> None:
