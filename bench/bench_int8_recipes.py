@@ -315,8 +315,8 @@ def _sample_row(seed: int, sample: CalibrationSet, scores: Scores, parent: EvalR
     drop = parent.map50_95 - scores.eval.map50_95
     drawn = f"seed {seed}: {len(sample.images)}" if len(sample.images) < len(sample.available) else "all"
     return (
-        f"| {drawn} of {len(sample.available)} | {scores.eval.map50_95:.4f} | {drop:+.4f} | {scores.agreement.map50_95:.4f} "
-        f"| {scores.low.map50_95:.4f} |"
+        f"| {drawn} of {len(sample.available)} | {scores.eval.map50_95:.4f} | {drop:+.4f} "
+        f"| {scores.agreement.map50_95:.4f} | {scores.low.map50_95:.4f} |"
     )
 
 
